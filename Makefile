@@ -1,0 +1,34 @@
+# Two entry points: `make report` (install + the main job) and `make test` (install + tests).
+# torch is installed first and on its own: here `torch==2.13.0` resolves to a local CPU
+# wheel; elsewhere override it, e.g. `make report TORCH_SPEC=torch` for your platform's build.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+TL_SPEC ?= transformer-lens>=4.3,<5
+PROMPT ?= The sky is blue.
+BIN := $(VENV)/bin
+
+.PHONY: install install-dev report test lint docs clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet "$(TL_SPEC)" -e .
+
+install-dev: install
+	$(BIN)/pip install --quiet -e ".[dev]"
+
+report: install
+	HF_HUB_OFFLINE=1 $(BIN)/lens-inversion report "$(PROMPT)" --out report.html
+
+test: install-dev
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+lint: install-dev
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .venv-tl3 build dist *.egg-info .pytest_cache

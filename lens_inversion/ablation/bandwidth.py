@@ -1,0 +1,179 @@
+"""Bandwidth: how many residual features must be kept for the output, or the input, to survive."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ..errors import OptionError, check_choice
+from ..hooks.adapter import adapter_for
+from ..hooks.preserve import preserves_model
+from ..hooks.targets import Target, as_target
+from .sweep import ablation_sweep
+
+
+@dataclass(frozen=True, kw_only=True)
+class BandwidthResult:
+    """Output (and, when exact inversion exists, input recovery) against the kept width.
+
+    Attributes:
+        widths: kept feature counts (features `keep:` zeroed at the target).
+        kl: [widths] mean over positions of KL(clean ‖ truncated) next-token distributions.
+        top1_agreement: [widths] fraction of positions whose top-1 prediction is unchanged.
+        recovered: [widths] token accuracy of exact inversion from the first `keep`
+            features of the (untruncated) target, or None when it was not run.
+        min_width: the smallest width from which on every larger width meets the
+            criterion, or None if none does.
+        criterion: what min_width asks for.
+    """
+
+    target: str
+    widths: list[int]
+    kl: Float[Tensor, " width"]
+    top1_agreement: Float[Tensor, " width"]
+    recovered: Float[Tensor, " width"] | None
+    min_width: int | None
+    criterion: str
+    d_model: int
+
+    def __repr__(self) -> str:
+        return (
+            f"BandwidthResult({self.target}: {len(self.widths)} widths up to {max(self.widths)} of {self.d_model}, "
+            f"min_width={self.min_width} ({self.criterion}))"
+        )
+
+    def plot(self, *, title: str | None = None):
+        """Curves of KL, top-1 agreement and (if run) inversion accuracy over the kept width."""
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        fig.add_scatter(x=self.widths, y=self.kl.tolist(), name="KL(clean ‖ truncated)", mode="lines+markers")
+        fig.add_scatter(
+            x=self.widths, y=self.top1_agreement.tolist(), name="top-1 unchanged", mode="lines+markers", yaxis="y2"
+        )
+        if self.recovered is not None:
+            fig.add_scatter(
+                x=self.widths,
+                y=self.recovered.tolist(),
+                name="input recovered (exact)",
+                mode="lines+markers",
+                yaxis="y2",
+            )
+        if self.min_width is not None:
+            fig.add_vline(x=self.min_width, line_dash="dot", annotation_text=f"min width {self.min_width}")
+        fig.update_layout(
+            title=title or f"Bandwidth of {self.target}",
+            xaxis_title="features kept",
+            yaxis=dict(title="KL"),
+            yaxis2=dict(title="fraction", overlaying="y", side="right", range=[0, 1.05]),
+        )
+        return fig
+
+    def to_html(self, path: "str | Path") -> Path:
+        path = Path(path)
+        self.plot().write_html(str(path), include_plotlyjs=True)
+        return path
+
+
+def _mean_kl(ablated: Tensor, clean: Tensor) -> Tensor:
+    logp = clean.float().log_softmax(-1)
+    return (logp.exp() * (logp - ablated.float().log_softmax(-1))).sum(-1).mean(-1)
+
+
+def _top1_agreement(ablated: Tensor, clean: Tensor) -> Tensor:
+    return (ablated.argmax(-1) == clean.argmax(-1)).float().mean(-1)
+
+
+def _min_width(widths: list[int], ok: list[bool]) -> int | None:
+    best = None
+    for width, good in zip(reversed(widths), reversed(ok), strict=True):
+        if not good:
+            break
+        best = width
+    return best
+
+
+@preserves_model
+def bandwidth(
+    model,
+    prompt,
+    /,
+    *,
+    target: "Target | str",
+    widths: Sequence[int] | None = None,
+    kl_threshold: float = 0.01,
+    invert: str = "auto",
+    progress: bool = True,
+) -> BandwidthResult:
+    """Truncate a residual width step by step and measure what survives.
+
+    Args:
+        model: a TransformerBridge or HookedTransformer.
+        prompt: one prompt.
+        target: where to truncate, e.g. `"blocks.1.hook_resid_post"` (its token slice
+            picks the truncated positions; no feature slice).
+        widths: kept widths to try (default: 8 steps up to d_model).
+        kl_threshold: the output counts as intact when mean KL ≤ this and every top-1
+            prediction is unchanged.
+        invert: "auto" (run exact inversion from the first `keep` features when
+            `li.invert` exists), "yes" (require it) or "no".
+        progress: show progress bars.
+
+    Returns:
+        BandwidthResult; min_width asks for full input recovery when inversion ran,
+        else for an intact output.
+    """
+    check_choice("invert", invert, ("auto", "yes", "no"))
+    adapter = adapter_for(model)
+    target = as_target(target).resolve(adapter)
+    if target.features != slice(None):
+        raise OptionError(f"bandwidth sets the width itself; give {target} without a feature slice.")
+    layers = None if target.layer is None else [target.layer]
+    n_pos = adapter.prompt(prompt).pos
+    common = dict(
+        ablation="truncate",
+        site=target.site,
+        layers=layers,
+        positions=target.token_positions(n_pos),
+        widths=widths,
+        progress=progress,
+    )
+    kl = ablation_sweep(adapter, prompt, metric=_mean_kl, **common)
+    top1 = ablation_sweep(adapter, prompt, metric=_top1_agreement, **common)
+    widths = kl.columns
+    invert_fn = None
+    if invert != "no":
+        import lens_inversion
+
+        invert_fn = getattr(lens_inversion, "invert", None)
+        if invert_fn is None and invert == "yes":
+            raise OptionError("invert='yes' needs li.invert(..., method='exact'), which this install does not have.")
+    recovered = None
+    if invert_fn is not None:
+        scores = []
+        for width in widths:
+            if width == 0:
+                scores.append(0.0)
+                continue
+            sliced = Target(site=target.site, layer=target.layer, tokens=target.tokens, features=slice(None, width))
+            result = invert_fn(adapter.model, prompt, target=sliced, method="exact", progress=False)
+            scores.append(float(result.token_accuracy))
+        recovered = torch.tensor(scores)
+        ok = [s >= 1.0 for s in scores]
+        criterion = "exact inversion recovers every token"
+    else:
+        ok = [bool(k <= kl_threshold) and bool(t >= 1.0) for k, t in zip(kl.values[0], top1.values[0], strict=True)]
+        criterion = f"mean KL ≤ {kl_threshold:g} and every top-1 prediction unchanged"
+    return BandwidthResult(
+        target=str(target),
+        widths=list(widths),
+        kl=kl.values[0],
+        top1_agreement=top1.values[0],
+        recovered=recovered,
+        min_width=_min_width(list(widths), ok),
+        criterion=criterion,
+        d_model=adapter.d_model,
+    )

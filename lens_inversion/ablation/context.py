@@ -1,0 +1,49 @@
+"""`ablated(model, *specs)`: a context in which every forward sees the ablated model."""
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..errors import HookNeverFiredError
+from ..hooks.adapter import adapter_for
+from ..hooks.interventions import attached
+from .apply import compile_specs
+from .specs import Spec
+
+
+@contextmanager
+def ablated(model, *specs: Spec) -> Iterator:
+    """Apply ablation specs to `model` for the body of a `with` block.
+
+    Any forward inside (plain `model(...)` calls and lens_inversion's own functions) sees
+    the ablated model. The hooks are removed when the block ends, also on error. If a
+    spec never took effect (no forward ran, or every forward stopped before its layer),
+    HookNeverFiredError names it. Reference activations for mean/resample ablation are
+    computed once, on entry, from the unablated model.
+
+    Args:
+        model: a TransformerBridge or HookedTransformer.
+        *specs: RemoveResidual, ZeroComponent, BypassLayerNorm, FreezeLayerNorm, Ablate,
+            TruncateWidth; applied in order where they touch the same activation.
+
+    Yields:
+        The model itself.
+
+    Examples:
+        >>> with li.ablated(model, li.RemoveResidual(0, around="attn"), li.BypassLayerNorm(which="final")):
+        ...     logits = model("The sky is blue.")  # doctest: +SKIP
+    """
+    adapter = adapter_for(model)
+    pairs, owners = compile_specs(adapter, specs)
+    with warnings.catch_warnings():
+        # RMSNorm bridges warn on every edit of hook_scale; the edit is the point here.
+        warnings.filterwarnings("ignore", message=".*hook_scale.*")
+        with attached(adapter.model, pairs, require_fire=False) as counts:
+            yield adapter.model
+            silent = [spec for spec, own in zip(specs, owners, strict=True) if any(counts[i] == 0 for i in own)]
+    if silent:
+        names = ", ".join(repr(s) for s in silent)
+        raise HookNeverFiredError(
+            f"These ablations never took effect: {names}. Run a forward pass inside the `with` block, "
+            "and do not stop it (stop_at_layer) before the ablated layer."
+        )

@@ -1,0 +1,218 @@
+"""What an attribution explains: the output O, read per output row from a (batched) run.
+
+Four kinds of target, one interface:
+
+- `None`: the next-token logits at the last position (O = the whole logit vector, as in
+  the research); gradients use the logit of the predicted token.
+- a token (id or string): O = that token's logit at the last position.
+- a `Target` (or its string form): O = the target's selected activation; each selected
+  token position is one output row; gradients use the sum of the selection.
+- a callable `fn(logits) -> [batch] or [batch, k]`: O = its value on the full logits.
+
+In per-output mode a `None` target becomes teacher-forced: one row per position p, whose
+token is the prompt's next token (the predicted one at the last position).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .._typing import Embeds, Tokens
+from ..errors import OptionError, TargetError
+from ..hooks import ablation_hooks as ah
+from ..hooks.adapter import ModelAdapter
+from ..hooks.prefix import PrefixState, run_after
+from ..hooks.sites import Site
+from ..hooks.targets import Target
+
+Outputs = Float[Tensor, "batch row k"]
+TargetLike = "None | int | str | Target | Callable"
+OCCLUSION_METRICS = ("l1", "kl", "logit_drop", "logprob_drop")
+
+
+def widen(x: Tensor) -> Tensor:
+    """float32 for half/bfloat16/float32 activations; float64 kept."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def _looks_like_target(text: str) -> bool:
+    text = text.strip()
+    return "[" in text or text.startswith(("blocks.", "hook_")) or text == "logits"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Objective:
+    """The output being explained, with the rows it is read at."""
+
+    kind: str  # "logits" | "target" | "callable"
+    description: str
+    rows: list[int]  # positions of the output rows (logits/target); [0] for callables
+    main: list[int]  # indices into `rows` that make up the attribution's main output
+    row_tokens: list[int] | None = None  # logits kind: the token each row scores
+    score_full_vocab: bool = False  # logits kind: O is the whole logit vector (target=None)
+    target: Target | None = None
+    fn: Callable | None = field(default=None, repr=False)
+
+    @property
+    def is_logits(self) -> bool:
+        return self.kind == "logits"
+
+    def full(self, adapter: ModelAdapter, tokens: Tokens, embeds: Embeds | None = None) -> Tensor:
+        """The tensor O is read from, at every position: the target's activation or the logits."""
+        if self.kind == "target" and self.target.site is not Site.LOGITS:
+            return adapter.run(tokens, embeds=embeds, capture=[self.target.key])[self.target.key]
+        return adapter.run(tokens, embeds=embeds, need_logits=True).logits
+
+    def read(self, full: Tensor) -> Outputs:
+        """O from the full tensor: [batch, rows, k]."""
+        if self.kind == "target":
+            return self.target.select(full)
+        if self.kind == "callable":
+            value = torch.as_tensor(self.fn(full))
+            if value.ndim == 0 or value.shape[0] != full.shape[0]:
+                raise OptionError(
+                    f"A target callable must return [batch] or [batch, k] values for logits of shape "
+                    f"{tuple(full.shape)}; got shape {tuple(value.shape)}."
+                )
+            return value.reshape(value.shape[0], 1, -1)
+        return full[:, self.rows]
+
+    def outputs(self, adapter: ModelAdapter, tokens: Tokens, embeds: Embeds | None = None) -> Outputs:
+        """O for every row of a batch: [batch, rows, k] (k = vocab, features or fn width)."""
+        if not self.is_logits:
+            return self.read(self.full(adapter, tokens, embeds))
+        plan = ah.readout_only(adapter, self.rows)
+        logits = adapter.run(tokens, embeds=embeds, hooks=plan.pairs(), need_logits=True).logits
+        if logits.shape[1] != len(self.rows) or not plan.pairs():
+            logits = logits[:, self.rows]
+        return logits
+
+    def clean(self, adapter: ModelAdapter, tokens: Tokens) -> tuple[Outputs, Tensor | None]:
+        """O of the unchanged prompt, and (targets, callables) the full tensor it came from."""
+        if self.is_logits:
+            return self.outputs(adapter, tokens), None
+        full = self.full(adapter, tokens)
+        return self.read(full), full
+
+    def outputs_after(
+        self,
+        prefix: PrefixState,
+        tokens: Tokens,
+        embeds: Embeds | None,
+        clean: tuple[Float[Tensor, "one row k"], Tensor | None],
+    ) -> Outputs:
+        """O for a batch that equals the prompt on the prefix and differs after it.
+
+        Only the positions after `prefix` are run (reusing its keys/values); what lies
+        before is causal-invariant and copied from the clean run.
+        """
+        start, batch = prefix.length, tokens.shape[0]
+        clean_out, clean_full = clean
+        if not self.is_logits:
+            if self.kind == "target" and self.target.site is not Site.LOGITS:
+                new = run_after(prefix, tokens, embeds=embeds, capture=[self.target.key])[self.target.key]
+            else:
+                new = run_after(prefix, tokens, embeds=embeds, need_logits=True).logits
+            head = clean_full[:, :start].expand(batch, -1, -1).to(new.dtype)
+            return self.read(torch.cat([head, new], dim=1))
+        out = clean_out.expand(batch, -1, -1).clone()
+        later = [i for i, r in enumerate(self.rows) if r >= start]
+        if later:
+            relative = [self.rows[i] - start for i in later]
+            plan = ah.readout_only(prefix.adapter, relative)
+            logits = run_after(prefix, tokens, embeds=embeds, hooks=plan.pairs(), need_logits=True).logits
+            if logits.shape[1] != len(relative) or not plan.pairs():
+                logits = logits[:, relative]
+            out[:, later] = logits.to(out.dtype)
+        return out
+
+    @property
+    def needs_prediction(self) -> bool:
+        return self.is_logits and self.score_full_vocab and self.row_tokens[-1] < 0
+
+    def with_prediction(self, adapter: ModelAdapter, predicted: int) -> "Objective":
+        """The objective with the model's predicted next token filled in (target=None only)."""
+        if not self.needs_prediction:
+            return self
+        label = adapter.token_strings([predicted])[0]
+        return replace(
+            self,
+            row_tokens=[*self.row_tokens[:-1], predicted],
+            description=f"{self.description} (predicted {label!r})",
+        )
+
+    def scalars(self, outputs: Outputs) -> Float[Tensor, "batch row"]:
+        """The scalar per row that gradients are taken of."""
+        if self.is_logits:
+            index = torch.tensor(self.row_tokens, device=outputs.device)
+            return outputs.gather(-1, index[None, :, None].expand(outputs.shape[0], -1, 1))[..., 0]
+        return outputs.sum(-1)
+
+    def metric(
+        self, metric: str, clean: Float[Tensor, "one row k"], variants: Float[Tensor, "variant row k"]
+    ) -> Float[Tensor, "variant row"]:
+        """Change of O per variant and row: L1, KL(clean ‖ variant), target logit or log-prob drop."""
+        clean, variants = widen(clean), widen(variants)
+        if metric == "l1":
+            if self.is_logits and not self.score_full_vocab:
+                return (self.scalars(variants) - self.scalars(clean)).abs()
+            return (variants - clean).abs().sum(-1)
+        if metric == "kl":
+            logp = clean.log_softmax(-1)
+            return (logp.exp() * (logp - variants.log_softmax(-1))).sum(-1)
+        if metric == "logprob_drop":
+            return self.scalars(clean.log_softmax(-1)) - self.scalars(variants.log_softmax(-1))
+        return self.scalars(clean) - self.scalars(variants)
+
+
+def build_objective(adapter: ModelAdapter, tokens: Tokens, target, *, per_output: bool) -> Objective:
+    """Interpret the user's `target` for a prompt of `tokens` [1, pos].
+
+    For target=None the predicted token is filled in later by `with_prediction`.
+    """
+    n = tokens.shape[1]
+    last = n - 1
+    if isinstance(target, str) and _looks_like_target(target):
+        target = Target.parse(target)
+    if target is None:
+        rows = list(range(n)) if per_output else [last]
+        row_tokens = tokens[0, 1:].tolist() + [-1] if per_output else [-1]
+        return Objective(
+            kind="logits",
+            description=f"next-token logits at position {last}",
+            rows=rows,
+            main=[len(rows) - 1],
+            row_tokens=row_tokens,
+            score_full_vocab=True,
+        )
+    if isinstance(target, Target):
+        resolved = target.resolve(adapter)
+        if resolved.batch not in (slice(None), 0, slice(0, 1), slice(None, 1)):
+            raise TargetError(f"Attribution explains one prompt; target {target} selects batch {resolved.batch!r}.")
+        resolved = Target(site=resolved.site, layer=resolved.layer, tokens=resolved.tokens, features=resolved.features)
+        rows = resolved.token_positions(n)
+        return Objective(
+            kind="target", description=str(target), rows=rows, main=list(range(len(rows))), target=resolved
+        )
+    if per_output:
+        raise OptionError("per_output=True needs target=None (teacher-forced next tokens) or a Target.")
+    if callable(target):
+        name = getattr(target, "__name__", type(target).__name__)
+        return Objective(kind="callable", description=f"{name}(logits)", rows=[0], main=[0], fn=target)
+    if isinstance(target, bool) or not isinstance(target, (int, str)):
+        raise TargetError(
+            f"target must be None, a token id or string, a Target (or its string form) or a callable on the "
+            f"logits; got {type(target).__name__}."
+        )
+    token = adapter.token_id(target)
+    label = adapter.token_strings([token])[0]
+    return Objective(
+        kind="logits",
+        description=f"logit of {label!r} (id {token}) at position {last}",
+        rows=[last],
+        main=[0],
+        row_tokens=[token],
+    )

@@ -1,0 +1,148 @@
+"""Batched occlusion: replace a window of tokens by a baseline and measure the change of O.
+
+All variants run as batched forwards, `chunk_size` variants at a time. The clean output
+comes from the same code path with the unchanged prompt, so a variant that changes
+nothing scores (numerically) zero.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .._typing import Tokens
+from ..errors import OptionError
+from ..hooks.adapter import ModelAdapter
+from ..hooks.prefix import PrefixState
+from .objective import Objective, widen
+
+BASELINES = ("pad", "eos", "bos", "zero", "mean")
+TOKENS_PER_CHUNK = 2048
+PREFIX_MIN_TOKENS = 32  # below this, "auto" runs full batched forwards (measured faster)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Baseline:
+    """What an occluded position holds: a token id, or an embedding vector."""
+
+    name: str
+    token: int | None = None
+    vector: Float[Tensor, " d_model"] | None = None
+
+
+def resolve_baseline(adapter: ModelAdapter, baseline: "str | int") -> Baseline:
+    """Turn "pad" | "eos" | "bos" | "zero" | "mean" | a token id into a Baseline."""
+    if isinstance(baseline, int) and not isinstance(baseline, bool):
+        token = adapter.token_id(baseline)
+        return Baseline(name=f"token {adapter.token_strings([token])[0]!r} (id {token})", token=token)
+    if baseline not in BASELINES:
+        valid = ", ".join(repr(b) for b in BASELINES)
+        raise OptionError(f"baseline={baseline!r} is not valid; choose one of: {valid}, or a token id.")
+    if baseline in ("zero", "mean"):
+        table = widen(adapter.W_E.detach())
+        vector = torch.zeros(table.shape[1]) if baseline == "zero" else table.mean(0) * adapter.embed_scale
+        return Baseline(name=f"{baseline} embedding", vector=vector.to(adapter.device))
+    tok = adapter.tokenizer
+    attr = {"pad": "pad_token_id", "eos": "eos_token_id", "bos": "bos_token_id"}[baseline]
+    token = adapter.pad_token_id if baseline == "pad" else getattr(tok, attr, None) if tok is not None else None
+    if token is None:
+        raise OptionError(f"baseline={baseline!r}: the model's tokenizer has no {attr}; give a token id instead.")
+    return Baseline(name=f"{baseline} token {adapter.token_strings([token])[0]!r} (id {token})", token=int(token))
+
+
+def windows_for(positions: list[int], window: int, n: int) -> list[tuple[int, int]]:
+    """The [start, stop) spans occluded: one per attributed position, `window` tokens long."""
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise OptionError(f"window must be a positive integer number of tokens; got {window!r}.")
+    return [(p, min(p + window, n)) for p in positions]
+
+
+def spread_windows(
+    values: Float[Tensor, "window row"], windows: list[tuple[int, int]], n: int
+) -> Float[Tensor, "row pos"]:
+    """Per-token scores: each token gets the mean score of the windows that cover it."""
+    total = torch.zeros(values.shape[1], n, dtype=values.dtype)
+    count = torch.zeros(n, dtype=values.dtype)
+    for (start, stop), value in zip(windows, values, strict=True):
+        total[:, start:stop] += value[:, None]
+        count[start:stop] += 1
+    return total / count.clamp(min=1)
+
+
+def occluded_inputs(adapter: ModelAdapter, tokens: Tokens, position_sets: list[list[int]], baseline: Baseline):
+    """Token ids [v, pos] and (for vector baselines) embeddings [v, pos, d] of the variants.
+
+    Variant v has the positions `position_sets[v]` replaced by the baseline.
+    """
+    batch = tokens.expand(len(position_sets), -1).clone()
+    if baseline.token is not None:
+        for row, positions in enumerate(position_sets):
+            batch[row, positions] = baseline.token
+        return batch, None
+    embeds = adapter.embed(tokens).detach().to(adapter.dtype).expand(len(position_sets), -1, -1).clone()
+    for row, positions in enumerate(position_sets):
+        embeds[row, positions] = baseline.vector.to(embeds.dtype)
+    return batch, embeds
+
+
+def default_chunk(n_pos: int, rows: int = 1) -> int:
+    """Variants per forward: about TOKENS_PER_CHUNK token rows (fewer when many output rows)."""
+    return max(1, TOKENS_PER_CHUNK // (n_pos * max(1, rows // 16)))
+
+
+def prefix_chunk(n_pos: int) -> int:
+    """Variants per prefix group: about √n balances prefix runs against continuation length."""
+    return max(1, round(n_pos**0.5))
+
+
+@torch.no_grad()
+def occlusion_values(
+    adapter: ModelAdapter,
+    tokens: Tokens,
+    objective: Objective,
+    *,
+    spans: list[tuple[int, int]],
+    baseline: Baseline,
+    metric: str,
+    chunk_size: int | None,
+    reuse: str = "auto",
+    progress: bool,
+) -> Float[Tensor, "window row"]:
+    """The metric for every occluded span and output row.
+
+    Occluding from position c changes nothing before c. Where the model has a key/value
+    cache (HF-booted bridges, HookedTransformer) and `reuse` allows it ("auto": prompts of
+    PREFIX_MIN_TOKENS or more), spans are sorted by start and grouped; each group runs only
+    the positions from its first start onwards, after the cached prefix. Otherwise every
+    variant is a full forward, batched.
+    """
+    n = tokens.shape[1]
+    clean = objective.clean(adapter, tokens)
+    wanted = reuse == "cache" or (reuse == "auto" and n >= PREFIX_MIN_TOKENS)
+    probe = PrefixState.build(adapter, tokens[:, :1], reuse=reuse) if spans and wanted else None
+    cached = probe is not None and probe.backend != "recompute"
+    size = chunk_size or (
+        min(prefix_chunk(n), default_chunk(n, len(objective.rows))) if cached else default_chunk(n, len(objective.rows))
+    )
+    order = sorted(range(len(spans)), key=lambda i: spans[i][0])
+    values = widen(torch.zeros(len(spans), len(objective.rows), dtype=clean[0].dtype))
+    for begin in tqdm(range(0, len(order), size), disable=not progress, desc="occlusion", leave=False):
+        chosen = order[begin : begin + size]
+        chunk = [spans[i] for i in chosen]
+        batch, embeds = occluded_inputs(adapter, tokens, [list(range(a, b)) for a, b in chunk], baseline)
+        if cached:
+            start = chunk[0][0]
+            prefix = probe if start == probe.length else PrefixState.build(adapter, tokens[:, :start], reuse=reuse)
+            tail = None if embeds is None else embeds[:, start:]
+            out = objective.outputs_after(prefix, batch[:, start:], tail, clean)
+        else:
+            out = objective.outputs(adapter, batch, embeds)
+        values[chosen] = objective.metric(metric, clean[0], out).cpu().to(values.dtype)
+    return values
+
+
+def check_chunk(chunk_size) -> None:
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise OptionError(f"chunk_size must be None (automatic) or a positive integer; got {chunk_size!r}.")

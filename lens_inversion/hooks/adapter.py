@@ -1,0 +1,346 @@
+"""One uniform view of a TransformerLens model: TransformerBridge (4.x, raw or compatibility
+mode) and HookedTransformer (3.x). Every difference between backends is handled here."""
+
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+from jaxtyping import Int
+from torch import Tensor, nn
+
+from .._typing import Embeds, Logits, Resid, Tokens
+from ..errors import PromptError, TargetError, UnsupportedModelError
+from .interventions import HookFn, attached
+from .sites import Site, site_hook_name
+
+PromptLike = "str | Sequence[str] | Tensor"
+
+
+def unwrap_model(model) -> nn.Module:
+    """The nn.Module behind a model or a ModelAdapter."""
+    return model.model if isinstance(model, ModelAdapter) else model
+
+
+def _backend(model) -> str:
+    if not isinstance(model, nn.Module) or not hasattr(model, "cfg") or not hasattr(model, "hook_dict"):
+        raise UnsupportedModelError(
+            f"Expected a TransformerLens model (TransformerBridge or HookedTransformer), "
+            f"got {type(model).__name__}. Load one with li.load_model(...)."
+        )
+    if hasattr(model, "original_model") or type(model).__name__.endswith("Bridge"):
+        return "bridge"
+    if hasattr(model, "blocks") and hasattr(model, "unembed"):
+        return "hooked"
+    raise UnsupportedModelError(f"{type(model).__name__} is a hooked module but not a transformer we support.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prompt:
+    """Tokenized prompt(s), right-padded; `lengths` counts each row's real tokens."""
+
+    tokens: Tokens
+    lengths: Int[Tensor, " batch"]
+    str_tokens: list[list[str]]
+    batched: bool  # False when the user gave a single prompt
+
+    @property
+    def batch(self) -> int:
+        return self.tokens.shape[0]
+
+    @property
+    def pos(self) -> int:
+        return self.tokens.shape[1]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capture:
+    """Activations captured in one run, keyed by (site, layer), plus logits when run to the end."""
+
+    acts: dict[tuple[Site, int | None], Tensor]
+    logits: Logits | None
+
+    def __getitem__(self, key: tuple[Site, int | None]) -> Tensor:
+        site, layer = key
+        if site is Site.LOGITS:
+            if self.logits is None:
+                raise KeyError("logits were not computed in this run")
+            return self.logits
+        return self.acts[(site, layer)]
+
+
+class ModelAdapter:
+    """Backend-independent access to sizes, weights, tokenization and hooked runs."""
+
+    def __init__(self, model) -> None:
+        model = unwrap_model(model)
+        self.backend = _backend(model)
+        self.model = model
+        self.cfg = model.cfg
+
+    # ----- sizes and weights ---------------------------------------------------------
+    @property
+    def is_bridge(self) -> bool:
+        return self.backend == "bridge"
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.cfg.n_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.W_E.shape[1])
+
+    @property
+    def d_vocab(self) -> int:
+        return int(self.W_E.shape[0])
+
+    @property
+    def d_vocab_out(self) -> int:
+        return int(self.W_U.shape[1])
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.cfg.n_ctx)
+
+    @property
+    def is_rotary(self) -> bool:
+        return getattr(self.cfg, "positional_embedding_type", "standard") != "standard"
+
+    @property
+    def W_E(self) -> Tensor:
+        return self.model.W_E
+
+    @property
+    def W_pos(self) -> Tensor | None:
+        """Learned position embeddings, or None for rotary/other schemes."""
+        if self.is_rotary:
+            return None
+        if hasattr(self.model, "W_pos"):
+            return self.model.W_pos
+        # TransformerLens 3.9's bridge exposes no W_pos; read the wrapped embedding table.
+        return self.model.pos_embed.weight
+
+    @property
+    def W_U(self) -> Tensor:
+        return self.model.W_U
+
+    @property
+    def b_U(self) -> Tensor:
+        return self.model.b_U
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_E.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Compute dtype of the blocks (the embedding may differ on quantized models)."""
+        for p in self.model.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
+
+    @property
+    def softcap(self) -> float | None:
+        cap = getattr(self.cfg, "output_logits_soft_cap", -1.0) or -1.0
+        return float(cap) if cap > 0 else None
+
+    @cached_property
+    def embed_scale(self) -> float:
+        """Factor between W_E[t] and the model's embedding output (√d_model for Gemma)."""
+        tokens = torch.arange(min(8, self.d_vocab), device=self.device)[None]
+        got: list[Tensor] = []
+        with torch.no_grad(), attached(self.model, [(site_hook_name(Site.EMBED, None), lambda x, hook: got.append(x))]):
+            self._forward(tokens, stop_at_layer=0)
+        rows = self.W_E[tokens[0]].detach().float()
+        scale = (got[0][0].float() * rows).sum() / (rows**2).sum()
+        return float(scale)
+
+    # ----- the lens ------------------------------------------------------------------
+    def final_norm(self, resid: Resid) -> Resid:
+        """The model's final norm, with statistics recomputed on `resid`."""
+        return self.model.ln_final(resid)
+
+    def unembed(self, normed: Resid) -> Logits:
+        """Unembedding (with bias) and the output soft-cap, if the model has one."""
+        logits = self.model.unembed(normed)
+        if self.softcap is not None and not self.is_bridge:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+    def lens_logits(self, resid: Resid) -> Logits:
+        """Decode any residual stream as the model decodes its last one."""
+        return self.unembed(self.final_norm(resid))
+
+    def embed(self, tokens: Tokens) -> Embeds:
+        """Token embeddings as the model's embedding hook sees them (scale included)."""
+        return self.W_E[tokens] * self.embed_scale
+
+    # ----- tokenization --------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        return getattr(self.model, "tokenizer", None)
+
+    @property
+    def bos_token_id(self) -> int | None:
+        tok = self.tokenizer
+        return None if tok is None else tok.bos_token_id
+
+    @property
+    def pad_token_id(self) -> int:
+        tok = self.tokenizer
+        for attr in ("pad_token_id", "eos_token_id", "bos_token_id"):
+            value = None if tok is None else getattr(tok, attr, None)
+            if value is not None:
+                return int(value)
+        return 0
+
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        """Each token id decoded on its own (or `<id>` without a tokenizer)."""
+        if self.tokenizer is None:
+            return [f"<{int(i)}>" for i in ids]
+        return [self.tokenizer.decode([int(i)]) for i in ids]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        if self.tokenizer is None:
+            return " ".join(f"<{int(i)}>" for i in ids)
+        return self.tokenizer.decode([int(i) for i in ids])
+
+    def token_id(self, token: "str | int") -> int:
+        """One token id from an id or a string that encodes to exactly one token."""
+        if isinstance(token, int):
+            ids = [token]
+        elif self.tokenizer is None:
+            raise PromptError("The model has no tokenizer; give the token as an integer id.")
+        else:
+            ids = self.tokenizer.encode(token, add_special_tokens=False)
+        if len(ids) != 1 or not 0 <= ids[0] < self.d_vocab:
+            raise PromptError(f"{token!r} is not a single token id in [0, {self.d_vocab}); it encodes to {ids}.")
+        return int(ids[0])
+
+    def _encode(self, text: str, prepend_bos: bool) -> list[int]:
+        if self.tokenizer is None:
+            raise PromptError("The model has no tokenizer; pass token ids as a LongTensor instead of text.")
+        if not text:
+            raise PromptError("The prompt is empty; give at least one character of text.")
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if prepend_bos and self.bos_token_id is not None:
+            ids = [self.bos_token_id, *ids]
+        return ids
+
+    def prompt(self, prompt, *, prepend_bos: bool = True) -> Prompt:
+        """Tokenize a string, a list of strings or a token tensor into a right-padded batch."""
+        if isinstance(prompt, Prompt):
+            return prompt
+        batched = True
+        if isinstance(prompt, str):
+            rows, batched = [self._encode(prompt, prepend_bos)], False
+        elif isinstance(prompt, Tensor):
+            if prompt.is_floating_point() or prompt.is_complex() or prompt.dtype == torch.bool:
+                raise PromptError(f"Token tensors must hold integer ids; got dtype {prompt.dtype}.")
+            if prompt.ndim == 1:
+                prompt, batched = prompt[None], False
+            if prompt.ndim != 2 or prompt.numel() == 0:
+                raise PromptError(f"Token tensors must be [pos] or [batch, pos] and non-empty; got shape {tuple(prompt.shape)}.")
+            rows = prompt.tolist()
+        elif isinstance(prompt, (list, tuple)) and prompt and all(isinstance(p, str) for p in prompt):
+            rows = [self._encode(p, prepend_bos) for p in prompt]
+        else:
+            raise PromptError(
+                f"A prompt must be a string, a non-empty list of strings or a LongTensor of ids; got {type(prompt).__name__}."
+            )
+        lengths = [len(r) for r in rows]
+        if max(lengths) > self.n_ctx:
+            raise PromptError(f"The prompt has {max(lengths)} tokens but the model's context (n_ctx) is {self.n_ctx}.")
+        flat = [i for r in rows for i in r]
+        if min(flat) < 0 or max(flat) >= self.d_vocab:
+            raise PromptError(f"Token ids must lie in [0, {self.d_vocab}); got ids from {min(flat)} to {max(flat)}.")
+        width = max(lengths)
+        tokens = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        for b, r in enumerate(rows):
+            tokens[b, : len(r)] = torch.tensor(r, dtype=torch.long)
+        str_tokens = [self.token_strings(r) for r in rows]
+        return Prompt(
+            tokens=tokens.to(self.device),
+            lengths=torch.tensor(lengths),
+            str_tokens=str_tokens,
+            batched=batched,
+        )
+
+    # ----- running -------------------------------------------------------------------
+    def hook_name(self, site: Site, layer: int | None) -> str:
+        return site_hook_name(site, layer)
+
+    def check_layer(self, layer: int, *, what: str = "layer") -> int:
+        """Normalise a possibly negative layer index, or raise naming the valid range."""
+        n = self.n_layers
+        if not isinstance(layer, int) or isinstance(layer, bool) or not -n <= layer < n:
+            raise TargetError(f"{what}={layer!r} is out of range; this model has layers 0..{n - 1} (or -{n}..-1).")
+        return layer % n
+
+    def _forward(self, tokens: Tokens, **kwargs) -> Tensor:
+        # An explicit all-ones mask: right padding needs none in a causal model, and it
+        # stops a backend from masking BOS when BOS doubles as the pad token.
+        return self.model(tokens, attention_mask=torch.ones_like(tokens), **kwargs)
+
+    def run(
+        self,
+        tokens: Tokens | None = None,
+        *,
+        embeds: Embeds | None = None,
+        capture: Sequence[tuple[Site, int | None]] = (),
+        hooks: Sequence[tuple[str, HookFn]] = (),
+        need_logits: bool = False,
+    ) -> Capture:
+        """Run the model, stopping after the deepest block that `capture` needs.
+
+        Args:
+            tokens: [batch, pos] ids. May be omitted when `embeds` are given.
+            embeds: [batch, pos, d_model] replacement for the embedding hook's output
+                (W_E rows times `embed_scale`); positions are still added by the model.
+                Gradients flow back to them.
+            capture: (site, layer) pairs to return, not detached.
+            hooks: extra (hook name, fn) pairs active during the run.
+            need_logits: run to the end even if `capture` needs less.
+        """
+        if tokens is None:
+            if embeds is None:
+                raise PromptError("run() needs tokens or embeds.")
+            tokens = torch.zeros(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        capture = list(dict.fromkeys(capture))
+        need_logits = need_logits or any(site is Site.LOGITS for site, _ in capture)
+        deepest = max((layer for site, layer in capture if site.per_block), default=-1)
+        stop = None if need_logits or deepest + 1 >= self.n_layers else deepest + 1
+        acts: dict[tuple[Site, int | None], Tensor] = {}
+
+        def saver(key):
+            def save(x, hook):
+                acts[key] = x
+
+            return save
+
+        run_hooks: list[tuple[str, HookFn]] = []
+        if embeds is not None:
+            run_hooks.append((self.hook_name(Site.EMBED, None), lambda x, hook: embeds.to(x.dtype)))
+        run_hooks += [(self.hook_name(s, l), saver((s, l))) for s, l in capture if s is not Site.LOGITS]
+        with attached(self.model, list(hooks) + run_hooks):
+            out = self._forward(tokens, stop_at_layer=stop)
+        logits = None
+        if stop is None:
+            # HookedTransformer returns logits unless stopped; the bridge always does at the end.
+            logits = out
+        return Capture(acts=acts, logits=logits)
+
+    def ablation_context(self, hooks: Sequence[tuple[str, HookFn]]):
+        """Hooks active for a whole block of user code (see ablation.ablated)."""
+        return attached(self.model, hooks) if hooks else nullcontext([])
+
+
+def adapter_for(model) -> ModelAdapter:
+    """Wrap `model` (or return it if it already is an adapter)."""
+    return model if isinstance(model, ModelAdapter) else ModelAdapter(model)
+
+
+__all__ = ["Capture", "ModelAdapter", "Prompt", "adapter_for", "unwrap_model", "Callable"]

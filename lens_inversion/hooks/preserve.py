@@ -1,0 +1,67 @@
+"""Guarantee that a public function leaves the user's model exactly as it found it."""
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from torch import nn
+
+F = TypeVar("F", bound=Callable)
+
+
+def _hook_keys(module: nn.Module) -> tuple[frozenset, ...]:
+    return tuple(
+        frozenset(getattr(module, attr, {}).keys())
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    )
+
+
+@contextmanager
+def preserved(model: nn.Module) -> Iterator[None]:
+    """Run the body in eval mode with frozen parameters; restore everything afterwards.
+
+    Restored even on error or KeyboardInterrupt: every module's training flag, every
+    parameter's `requires_grad` and `.grad`, and the set of PyTorch hooks (any handle
+    added during the body is removed). Weights are never written by our code; the
+    tests check them bit for bit.
+    """
+    modules = list(model.modules())
+    params = list(model.parameters())
+    training = [m.training for m in modules]
+    requires_grad = [p.requires_grad for p in params]
+    grads = [p.grad for p in params]
+    hooks = [_hook_keys(m) for m in modules]
+    try:
+        model.eval()
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for m, flag in zip(modules, training):
+            m.training = flag
+        for p, flag, grad in zip(params, requires_grad, grads):
+            p.requires_grad_(flag)
+            p.grad = grad
+        for m, before in zip(modules, hooks):
+            for attr, keys in zip(
+                ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"),
+                before,
+            ):
+                table = getattr(m, attr, None)
+                if table is not None:
+                    for key in [k for k in table if k not in keys]:
+                        del table[key]
+
+
+def preserves_model(fn: F) -> F:
+    """Decorate a public function whose first argument is the model with `preserved`."""
+
+    @functools.wraps(fn)
+    def wrapper(model, *args, **kwargs):
+        from .adapter import unwrap_model
+
+        with preserved(unwrap_model(model)):
+            return fn(model, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,12 @@
+"""Input inversion (gradient and exact), decoding, losses, feature visualization and walks."""
+
+from .api import invert as invert
+from .decode import decode_embeddings as decode_embeddings
+from .feature_viz import FeatureVizResult as FeatureVizResult
+from .feature_viz import visualize_feature as visualize_feature
+from .gradient import invert_gradient as invert_gradient
+from .result import InversionResult as InversionResult
+from .result import PositionReport as PositionReport
+from .result import WalkResult as WalkResult
+from .walks import clamped_walk as clamped_walk
+from .walks import orthogonal_walk as orthogonal_walk

@@ -1,0 +1,89 @@
+"""Cheap candidate orderings for the exact search: which tokens to verify first.
+
+The exact search is correct whatever the order (it falls back to the whole vocabulary);
+a good order only makes it fast. `"gradient"` linearises the target distance around the
+mean embedding: one forward and backward pass per position gives, for every token v,
+the first-order estimate d(e₀) + ∇d · (W_E[v] − e₀), and tokens are verified in that
+order. On the embedded model this puts the true token at mean rank 4 (resid_post of
+block 0) to 33 (last block) out of 1,739, where a few Adam steps on a continuous
+embedding followed by nearest-row decoding rank it at 70 to 230.
+"""
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from ..errors import OptionError, check_choice
+from ..hooks import ModelAdapter
+
+Order = Literal["gradient", "random", "vocab"]
+ORDERS = ("gradient", "random", "vocab")
+
+
+def allowed_ids(adapter: ModelAdapter, allowed_tokens) -> Int[Tensor, " k"]:
+    """The allowed vocabulary as sorted unique ids (all tokens when None).
+
+    Accepts ids, single-token strings, or a tensor of ids.
+    """
+    if allowed_tokens is None:
+        return torch.arange(adapter.d_vocab, device=adapter.device)
+    if isinstance(allowed_tokens, Tensor):
+        if allowed_tokens.is_floating_point():
+            raise OptionError(f"allowed_tokens must hold integer ids; got dtype {allowed_tokens.dtype}.")
+        raw = allowed_tokens.flatten().tolist()
+    else:
+        raw = [adapter.token_id(t) if isinstance(t, str) else int(t) for t in allowed_tokens]
+    if not raw:
+        raise OptionError("allowed_tokens is empty; give at least one token id or string.")
+    bad = [t for t in raw if not 0 <= t < adapter.d_vocab]
+    if bad:
+        raise OptionError(f"allowed_tokens holds ids outside [0, {adapter.d_vocab}): {bad[:5]}.")
+    return torch.tensor(sorted(set(raw)), dtype=torch.long, device=adapter.device)
+
+
+def order_candidates(
+    adapter: ModelAdapter,
+    objective: Callable[[Float[Tensor, "rows free d_model"]], Float[Tensor, " rows"]],
+    allowed: Int[Tensor, " k"],
+    *,
+    rows: int,
+    free: int,
+    order: Order = "gradient",
+    generator: torch.Generator | None = None,
+) -> Int[Tensor, "rows free k"]:
+    """Rank the allowed tokens at each free position, most promising first.
+
+    Args:
+        adapter: the model.
+        objective: maps embeddings of the free positions (embedding-hook space) to one
+            distance per row; it must be differentiable (`"gradient"` only).
+        allowed: the candidate ids.
+        rows: independent rows (hypotheses) to rank for.
+        free: free positions per row, ranked jointly.
+        order: `"gradient"` (first-order estimate around the mean embedding), `"random"`
+            (seeded by `generator`) or `"vocab"` (id order).
+        generator: random source for `"random"`.
+
+    Returns:
+        [rows, free, k] candidate ids, best first.
+    """
+    check_choice("order", order, ORDERS)
+    k = len(allowed)
+    if order == "vocab":
+        return allowed.expand(rows, free, k).clone()
+    if order == "random":
+        keys = torch.rand(rows, free, k, generator=generator).to(allowed.device)
+        return allowed[keys.argsort(-1)]
+    table = adapter.embed(allowed).detach().float()  # [k, d]
+    start = table.mean(0).expand(rows, free, -1).clone().requires_grad_(True)
+    with torch.enable_grad():
+        objective(start.to(adapter.dtype)).sum().backward()
+    grad = start.grad.float()  # [rows, free, d]
+    scores = torch.einsum("rfd,kd->rfk", grad, table)
+    return allowed[scores.argsort(-1)]
+
+
+__all__ = ["ORDERS", "Order", "allowed_ids", "order_candidates"]

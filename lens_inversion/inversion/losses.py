@@ -1,0 +1,70 @@
+"""Distances between an output and its target, per sample (pure tensor functions).
+
+Every distance is averaged over the elements it compares, so one learning rate suits
+targets of any size: `l1` is mean |d|, `l2` the root mean square of d, `cosine` is
+1 − cos φ of the flattened outputs, `combined` is α(1 − cos φ) + β·l1.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ..errors import OptionError, check_choice
+
+LossName = Literal["l1", "l2", "cosine", "combined"]
+LOSSES = ("l1", "l2", "cosine", "combined")
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def l1(output: Tensor, target: Tensor) -> Tensor:
+    """Mean absolute difference per sample: [batch, ...] -> [batch]."""
+    return (output - target).abs().flatten(1).mean(1)
+
+
+def l2(output: Tensor, target: Tensor) -> Tensor:
+    """Root mean squared difference per sample: [batch, ...] -> [batch]."""
+    return (output - target).pow(2).flatten(1).mean(1).clamp_min(1e-30).sqrt()
+
+
+def cosine(output: Tensor, target: Tensor) -> Tensor:
+    """1 − cos φ between the flattened output and target, per sample."""
+    return 1.0 - torch.nn.functional.cosine_similarity(output.flatten(1), target.flatten(1), dim=1, eps=1e-12)
+
+
+def combined(output: Tensor, target: Tensor, *, alpha: float = 1.0, beta: float = 1.0) -> Tensor:
+    """α(1 − cos φ) + β·l1, per sample."""
+    return alpha * cosine(output, target) + beta * l1(output, target)
+
+
+def loss_function(loss: "LossName | LossFn", *, alpha: float = 1.0, beta: float = 1.0) -> LossFn:
+    """Resolve a loss name (or a user callable returning one value per sample)."""
+    if callable(loss):
+        return _checked(loss)
+    check_choice("loss", loss, LOSSES)
+    if loss == "combined":
+        return lambda o, t: combined(o, t, alpha=alpha, beta=beta)
+    return {"l1": l1, "l2": l2, "cosine": cosine}[loss]
+
+
+def _checked(fn: LossFn) -> LossFn:
+    def wrapped(output: Tensor, target: Tensor) -> Tensor:
+        value = fn(output, target)
+        if not isinstance(value, Tensor):
+            raise OptionError(f"A loss callable must return a tensor; got {type(value).__name__}.")
+        if value.ndim == 0 and output.shape[0] == 1:
+            value = value[None]
+        if tuple(value.shape) != (output.shape[0],):
+            raise OptionError(
+                f"A loss callable must return one value per sample, shape ({output.shape[0]},); "
+                f"got {tuple(value.shape)}."
+            )
+        return value
+
+    return wrapped
+
+
+def total_distance(fn: LossFn, outputs: Sequence[Tensor], targets: Sequence[Tensor]) -> Tensor:
+    """Sum of the per-sample distances over several targets (several layers at once)."""
+    return sum(fn(o.float(), t.float()) for o, t in zip(outputs, targets, strict=True))

@@ -1,0 +1,85 @@
+"""Turn "a prompt or an activation" plus targets into the activations to invert."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..errors import PromptError, TargetError
+from ..hooks import ModelAdapter, Target, adapter_for
+
+
+@dataclass(frozen=True, kw_only=True)
+class Observed:
+    """What the inversion must reproduce: one [batch, tokens, features] tensor per target."""
+
+    targets: tuple[Target, ...]  # resolved (layer >= 0)
+    values: tuple[Tensor, ...]  # detached, float32
+    n_pos: int  # sequence length of the hidden input
+    true_tokens: Tensor | None  # [batch, n_pos] when a prompt was given
+
+    @property
+    def batch(self) -> int:
+        return self.values[0].shape[0]
+
+
+def as_targets(model, target: "str | Target | Sequence[str | Target]") -> tuple[Target, ...]:
+    """Parse and resolve one target or a list of them (several layers at once)."""
+    raw = [target] if isinstance(target, (str, Target)) else list(target)
+    if not raw:
+        raise TargetError("Give at least one target, e.g. 'blocks.0.hook_resid_post'.")
+    return tuple(Target.parse(t).resolve(model) for t in raw)
+
+
+def observe(
+    adapter: ModelAdapter,
+    prompt_or_activation,
+    targets: tuple[Target, ...],
+    *,
+    n_pos: int | None = None,
+) -> Observed:
+    """Run the model on a prompt, or accept user activations (one tensor per target).
+
+    A raw activation is the target's selection, [batch, tokens, features] (or without batch);
+    `n_pos` gives the hidden prompt's length when the token slice does not cover it all.
+    """
+    adapter = adapter_for(adapter)
+    if isinstance(prompt_or_activation, Tensor) and prompt_or_activation.is_floating_point():
+        prompt_or_activation = [prompt_or_activation]
+    if isinstance(prompt_or_activation, (list, tuple)) and prompt_or_activation and all(
+        isinstance(v, Tensor) and v.is_floating_point() for v in prompt_or_activation
+    ):
+        values = [v if v.ndim == 3 else v[None] for v in prompt_or_activation]
+        if len(values) != len(targets):
+            raise PromptError(f"Got {len(values)} activation tensors for {len(targets)} targets; give one per target.")
+        for t, v in zip(targets, values):
+            if v.ndim != 3:
+                raise PromptError(f"Activation for {t} must be [batch, tokens, features]; got shape {tuple(v.shape)}.")
+            if not torch.isfinite(v).all():
+                raise PromptError(f"Activation for {t} contains NaN or inf values.")
+        if n_pos is None:
+            n_pos = values[0].shape[1]
+        if not 0 < n_pos <= adapter.n_ctx:
+            raise PromptError(f"n_pos={n_pos} must lie in 1..{adapter.n_ctx} (the model's context).")
+        for t, v in zip(targets, values):
+            width = adapter.d_vocab_out if t.site.value == "logits" else adapter.d_model
+            expected = (len(t.token_positions(n_pos)), len(t.feature_indices(width)))
+            if tuple(v.shape[1:]) != expected:
+                raise PromptError(
+                    f"Activation for {t} has shape {tuple(v.shape)} but should be [batch, {expected[0]}, {expected[1]}] "
+                    f"for a {n_pos}-token input."
+                )
+        return Observed(
+            targets=targets,
+            values=tuple(v.detach().to(adapter.device, torch.float32) for v in values),
+            n_pos=n_pos,
+            true_tokens=None,
+        )
+    prompt = adapter.prompt(prompt_or_activation)
+    if prompt.batch > 1 and int(prompt.lengths.min()) != prompt.pos:
+        raise PromptError("Inverting a batch of prompts needs prompts of equal token length.")
+    with torch.no_grad():
+        capture = adapter.run(prompt.tokens, capture=[t.key for t in targets])
+    values = tuple(t.select(capture[t.key]).detach().float() for t in targets)
+    return Observed(targets=targets, values=values, n_pos=prompt.pos, true_tokens=prompt.tokens)

@@ -1,0 +1,214 @@
+"""Manifold walks: move the input embedding while the target output stays (nearly) fixed.
+
+The orthogonal walk steps along a right-singular vector of the input gradient that is
+orthogonal to it; the clamped walk perturbs some positions and descends on the others to
+hold the output. Both report the decoded inputs and r = ‖e − e_i‖₁ / ‖O(e) − O(e_i)‖₁.
+"""
+
+from dataclasses import replace
+from typing import Literal
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..errors import OptionError, PromptError, check_choice
+from ..hooks import Target, adapter_for, preserves_model
+from .decode import EmbeddingTable, embedding_scores
+from .observed import as_targets
+from .result import WalkResult
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class _Walker:
+    """The model seen as e ↦ O(e) on one prompt, with decoding and bookkeeping."""
+
+    def __init__(self, model, prompt, target, dtype: str, fix_bos: bool) -> None:
+        check_choice("dtype", dtype, tuple(DTYPES))
+        self.adapter = adapter_for(model)
+        (resolved,) = as_targets(self.adapter, target)
+        self.target: Target = replace(resolved, batch=slice(None))
+        self.name = str(resolved)
+        tokens = self.adapter.prompt(prompt).tokens
+        if tokens.shape[0] != 1:
+            raise PromptError(f"A walk starts from one prompt; got a batch of {tokens.shape[0]}.")
+        bos = self.adapter.bos_token_id
+        self.n_fixed = int(fix_bos and bos is not None and tokens.shape[1] > 1 and int(tokens[0, 0]) == bos)
+        self.table = EmbeddingTable.of(self.adapter)
+        self.dtype = DTYPES[dtype]
+        self.e0 = self.table.embed(tokens).to(self.dtype)
+        self.o0 = self.output(self.e0).detach()
+        self.steps: list[tuple[Tensor, Tensor]] = []
+
+    def output(self, e: Tensor) -> Tensor:
+        capture = self.adapter.run(embeds=e.float(), capture=[self.target.key])
+        return self.target.select(capture[self.target.key]).to(self.dtype)
+
+    def record(self, e: Tensor) -> None:
+        with torch.no_grad():
+            self.steps.append((e.detach().clone(), self.output(e)))
+
+    def result(self, kind: str, orthogonality: Tensor | None) -> WalkResult:
+        embeds = torch.cat([e for e, _ in self.steps])
+        d_in = torch.stack([(self.e0 - e).abs().sum() for e, _ in self.steps])
+        d_out = torch.stack([(self.o0 - o).abs().sum() for _, o in self.steps])
+        ratios = d_in / d_out
+        ratios[0] = float("nan")
+        tokens = embedding_scores(self.table, embeds).argmax(-1)
+        tokens[:, : self.n_fixed] = self.adapter.bos_token_id or 0
+        return WalkResult(
+            kind=kind,
+            target=self.name,
+            texts=[self.adapter.decode(row[self.n_fixed :]) for row in tokens.tolist()],
+            tokens=tokens.cpu(),
+            embeddings=embeds.cpu(),
+            input_distances=d_in.cpu(),
+            output_distances=d_out.cpu(),
+            ratios=ratios.cpu(),
+            orthogonality=None if orthogonality is None else orthogonality.cpu(),
+            dtype=str(self.dtype).removeprefix("torch."),
+        )
+
+
+def _positive(name: str, value, kind=int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or value <= 0:
+        raise OptionError(f"{name} must be a positive {kind.__name__}; got {value!r}.")
+
+
+@preserves_model
+def orthogonal_walk(
+    model,
+    prompt,
+    /,
+    *,
+    target: "str | Target",
+    steps: int = 20,
+    step_size: float = 0.05,
+    dtype: Literal["float32", "float64"] = "float32",
+    fix_bos: bool = True,
+    seed: int | None = 0,
+    progress: bool = True,
+) -> WalkResult:
+    """Walk along directions orthogonal to the input gradient of the target.
+
+    At each step g = ∇_e ‖O(e)‖₁ (the target's L1 norm) is taken at the current input;
+    the right-singular vectors of g (as a 1 × n matrix) other than the first span its
+    orthogonal complement, and the walk steps `step_size` along one of them, chosen at
+    random. `orthogonality` reports cos(g, v) per step: how orthogonal the step really was
+    in `dtype`.
+
+    Args:
+        model: a TransformerLens model.
+        prompt: the starting prompt (one).
+        target: the activation held fixed.
+        steps: number of walk steps.
+        step_size: L2 length of each step in embedding space.
+        dtype: `"float32"` or `"float64"` for the walk state and the SVD.
+        fix_bos: keep the BOS position where it is.
+        seed: chooses the singular vector of each step.
+        progress: show a progress bar.
+
+    Returns:
+        A `WalkResult` with `orthogonality`.
+    """
+    _positive("steps", steps)
+    _positive("step_size", step_size, float)
+    walker = _Walker(model, prompt, target, dtype, fix_bos)
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    e = walker.e0.clone()
+    walker.record(e)
+    n_free = e[:, walker.n_fixed :].numel()
+    if n_free < 2:
+        raise PromptError("An orthogonal walk needs at least two free input coordinates.")
+    cosines = []
+    for _ in tqdm(range(steps), desc="orthogonal walk", disable=not progress, leave=False):
+        x = e.detach().requires_grad_(True)
+        walker.output(x).abs().sum().backward()
+        g = x.grad[:, walker.n_fixed :].reshape(1, -1).to(walker.dtype)
+        _, _, vh = torch.linalg.svd(g, full_matrices=True)
+        pick = int(torch.randint(1, n_free, (1,), generator=gen))
+        v = vh[pick]
+        cosines.append((g[0] @ v) / g.norm().clamp_min(torch.finfo(walker.dtype).tiny))
+        step = torch.zeros_like(e)
+        step[:, walker.n_fixed :] = (step_size * v).view_as(e[:, walker.n_fixed :])
+        e = (e + step).detach()
+        walker.record(e)
+    return walker.result("orthogonal", torch.stack(cosines))
+
+
+@preserves_model
+def clamped_walk(
+    model,
+    prompt,
+    /,
+    *,
+    target: "str | Target",
+    steps: int = 20,
+    step_size: float = 0.05,
+    clamp: int | list[int] = -1,
+    inner_steps: int = 20,
+    lr: float = 0.01,
+    dtype: Literal["float32", "float64"] = "float32",
+    fix_bos: bool = True,
+    seed: int | None = 0,
+    progress: bool = True,
+) -> WalkResult:
+    """Perturb the clamped positions, then descend on the rest to hold the target output.
+
+    Each step moves the embeddings at `clamp` by `step_size` along a random unit
+    direction; then `inner_steps` of Adam (rate `lr`) on the other free positions minimise
+    mean |O(e) − O(e₀)| with the clamped positions' gradient zeroed.
+
+    Args:
+        model: a TransformerLens model.
+        prompt: the starting prompt (one).
+        target: the activation held fixed.
+        steps: number of walk steps.
+        step_size: L2 length of each perturbation.
+        clamp: position(s) that are perturbed (negative indices count from the end).
+        inner_steps: descent steps on the free positions after each perturbation.
+        lr: Adam learning rate of the inner descent.
+        dtype: `"float32"` or `"float64"` for the walk state.
+        fix_bos: keep the BOS position where it is.
+        seed: seed of the perturbation directions.
+        progress: show a progress bar.
+
+    Returns:
+        A `WalkResult` (no orthogonality).
+    """
+    _positive("steps", steps)
+    _positive("step_size", step_size, float)
+    _positive("inner_steps", inner_steps)
+    _positive("lr", lr, float)
+    walker = _Walker(model, prompt, target, dtype, fix_bos)
+    n_pos = walker.e0.shape[1]
+    raw = [clamp] if isinstance(clamp, int) else list(clamp)
+    if not raw or any(isinstance(p, bool) or not isinstance(p, int) or not -n_pos <= p < n_pos for p in raw):
+        raise OptionError(f"clamp must be position(s) in {-n_pos}..{n_pos - 1}; got {clamp!r}.")
+    clamped = sorted({p % n_pos for p in raw})
+    if any(p < walker.n_fixed for p in clamped):
+        raise OptionError(f"clamp={clamp!r} includes the fixed BOS position; pass fix_bos=False to move it.")
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    is_clamped = torch.zeros(1, n_pos, 1, dtype=torch.bool, device=walker.e0.device)
+    is_clamped[:, clamped] = True
+    movable = torch.zeros_like(is_clamped)
+    movable[:, walker.n_fixed :] = True
+    free = movable & ~is_clamped
+    e = walker.e0.clone()
+    walker.record(e)
+    for _ in tqdm(range(steps), desc="clamped walk", disable=not progress, leave=False):
+        direction = torch.randn(len(clamped), e.shape[-1], generator=gen, dtype=walker.dtype).to(e.device)
+        e = e.clone()
+        e[:, clamped] += step_size * direction / direction.norm()
+        if free.any():
+            x = e.detach().requires_grad_(True)
+            opt = torch.optim.Adam([x], lr=lr)
+            for _ in range(inner_steps):
+                opt.zero_grad(set_to_none=True)
+                (walker.output(x) - walker.o0).abs().mean().backward()
+                x.grad.mul_(free)
+                opt.step()
+            e = x.detach()
+        walker.record(e)
+    return walker.result("clamped", None)

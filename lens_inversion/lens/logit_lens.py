@@ -1,0 +1,297 @@
+"""The logit lens: residual streams decoded by the model's final norm and unembedding.
+
+Compared with the final output or with the input, exactly, in bounded memory.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..errors import OptionError, check_choice
+from ..hooks.adapter import ModelAdapter, adapter_for
+from ..hooks.cache import cached_activation
+from ..hooks.preserve import preserves_model
+from ..hooks.sites import Site
+from . import metrics
+from .result import LogitLensResult
+
+CHUNK_BYTES = 256 * 2**20  # working memory for the [cells, d_vocab] temporaries of one chunk
+_TEMPORARIES = 5  # float32 [cells, d_vocab] arrays alive at once: logits, 2 scratch, reference + its probs
+_QUIET_STEPS = 4  # no progress bar for problems this small
+_METRICS = ("kl", "rank", "prob", "entropy", "cross_entropy")
+
+
+@dataclass(frozen=True)
+class _Row:
+    label: str
+    site: Site  # RESID_PRE (the embedding row), RESID_MID, RESID_POST, or LOGITS (the output)
+    layer: int | None
+
+
+def auto_chunk_size(d_vocab: int, n_cells: int) -> int:
+    """Cells (row × position pairs) scored at once: as many as fit in CHUNK_BYTES."""
+    return max(1, min(n_cells, CHUNK_BYTES // (_TEMPORARIES * 4 * d_vocab)))
+
+
+def _rows(adapter: ModelAdapter, rows: str, layers) -> list[_Row]:
+    n = adapter.n_layers
+    if layers is None:
+        chosen = list(range(n))
+    else:
+        if isinstance(layers, int):
+            layers = [layers]
+        chosen = sorted({adapter.check_layer(layer, what="layers entry") for layer in layers})
+    out = [_Row("embed", Site.RESID_PRE, 0)]
+    for layer in chosen:
+        if rows == "sublayers":
+            out.append(_Row(f"{layer} attn", Site.RESID_MID, layer))
+        if layer < n - 1:
+            out.append(_Row(f"{layer} mlp" if rows == "sublayers" else str(layer), Site.RESID_POST, layer))
+    out.append(_Row("output", Site.LOGITS, None))
+    return out
+
+
+def _positions(positions, width: int) -> list[int]:
+    if positions is None:
+        return list(range(width))
+    if isinstance(positions, slice):
+        chosen = list(range(width))[positions]
+    else:
+        items = [positions] if isinstance(positions, int) else list(positions)
+        if not all(isinstance(p, int) and not isinstance(p, bool) for p in items):
+            raise OptionError(f"positions must be None, an int, a slice or a list of ints; got {positions!r}.")
+        bad = [p for p in items if not -width <= p < width]
+        if bad:
+            raise OptionError(
+                f"positions {bad} are out of range for a prompt of {width} tokens (valid: 0..{width - 1})."
+            )
+        chosen = sorted({p % width for p in items})
+    if not chosen:
+        raise OptionError(f"positions={positions!r} selects no position of a {width}-token prompt.")
+    return chosen
+
+
+def _plan(n_rows: int, n_cells: int, size: int) -> list[tuple[slice, list[int]]]:
+    """(cell range, rows) steps of at most `size` cells each, position chunks outermost.
+
+    Lens rows are grouped; the output row (the last) is always a step of its own, since
+    its logits come from the model rather than from the lens.
+    """
+    if n_cells == 0:
+        return []
+    per_step = min(n_cells, size)
+    group = max(1, size // per_step)
+    lens_rows = list(range(n_rows - 1))
+    steps = []
+    for start in range(0, n_cells, per_step):
+        cells = slice(start, min(n_cells, start + per_step))
+        steps += [(cells, lens_rows[i : i + group]) for i in range(0, len(lens_rows), group)]
+        steps.append((cells, [n_rows - 1]))
+    return steps
+
+
+def _activations(adapter, tokens, rows, cache) -> tuple[dict[tuple[Site, int], Tensor], Tensor]:
+    """Residual streams of every lens row and the model's logits."""
+    keys = [(row.site, row.layer) for row in rows if row.site is not Site.LOGITS]
+    last = (Site.RESID_POST, adapter.n_layers - 1)
+    if cache is None:
+        run = adapter.run(tokens, capture=keys, need_logits=True)
+        return {key: run[key] for key in keys}, run.logits
+    acts = {key: cached_activation(cache, *key) for key in [*keys, last]}
+    for key, act in acts.items():
+        if tuple(act.shape[:2]) != tuple(tokens.shape):
+            raise OptionError(
+                f"The cached {key[0].value} of layer {key[1]} has shape {tuple(act.shape)} but the prompt's "
+                f"tokens have shape {tuple(tokens.shape)}; cache the same prompt."
+            )
+    # The output row is the lens on the final residual, which is exactly the model's logits.
+    return acts, adapter.lens_logits(acts[last].to(adapter.device))
+
+
+@preserves_model
+def logit_lens(
+    model,
+    prompt,
+    /,
+    *,
+    compare: Literal["final", "input"] = "final",
+    rows: Literal["blocks", "sublayers"] = "blocks",
+    layers: "int | Sequence[int] | None" = None,
+    positions: "int | slice | Sequence[int] | None" = None,
+    top_k: int = 5,
+    cache=None,
+    chunk_size: int | None = None,
+    progress: bool = True,
+) -> LogitLensResult:
+    """Decode every residual stream with the model's final norm and unembedding.
+
+    Rows are the embedding (resid_pre of block 0, positions included), each block's
+    resid_post (with `rows="sublayers"` also its resid_mid, after attention) and the
+    model's own output. The final norm's statistics are recomputed on each row. Metrics
+    are float32 and exact; at most `chunk_size` row × position cells of the
+    vocabulary-sized log-probabilities exist at once.
+
+    Args:
+        model: a TransformerLens model (bridge or HookedTransformer); hooks the user has
+            attached around the call stay active.
+        prompt: a string, a list of strings (right-padded batch) or token ids.
+        compare: "final" — KL(final ‖ row), rank/prob of the final top-1 token; "input" —
+            KL(input ‖ row) against the embedding row, rank/prob of the input token.
+        rows: "blocks" or "sublayers" (attention and MLP steps separately).
+        layers: blocks whose rows to include (negative allowed); default all.
+        positions: an int, slice or list of positions to score; default all.
+        top_k: how many top tokens per cell to keep.
+        cache: a precomputed ActivationCache of this prompt holding the residual streams.
+        chunk_size: cells scored at once; default from CHUNK_BYTES and the vocabulary.
+        progress: show a tqdm bar (only when there are more than a few chunks).
+
+    Returns:
+        LogitLensResult with [rows, pos] metrics ([batch, rows, pos] for a list).
+
+    Examples:
+        >>> lens = logit_lens(model, "The sky is blue.")  # doctest: +SKIP
+        >>> lens.kl.shape, lens.row_labels[-1]  # doctest: +SKIP
+        (torch.Size([3, 6]), 'output')
+    """
+    check_choice("compare", compare, ("final", "input"))
+    check_choice("rows", rows, ("blocks", "sublayers"))
+    check_choice("progress", progress, (True, False))
+    adapter = adapter_for(model)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= adapter.d_vocab_out:
+        raise OptionError(f"top_k={top_k!r} must be an int in 1..{adapter.d_vocab_out}.")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
+        raise OptionError(f"chunk_size={chunk_size!r} must be a positive int or None (automatic).")
+    p = adapter.prompt(prompt)
+    row_specs = _rows(adapter, rows, layers)
+    cols = _positions(positions, p.pos)
+    with torch.no_grad():
+        acts, logits = _activations(adapter, p.tokens, row_specs, cache)
+        return _score(adapter, p, row_specs, cols, acts, logits, compare, top_k, chunk_size, progress)
+
+
+def _score(adapter, p, row_specs, cols, acts, logits, compare, top_k, chunk_size, progress) -> LogitLensResult:
+    device = logits.device
+    cols_t = torch.tensor(cols, device=device)
+    lengths = p.lengths.to(device)
+    valid = cols_t[None, :] < lengths[:, None]  # [batch, cols]
+    b_idx, c_idx = valid.nonzero(as_tuple=True)
+    pos_idx = cols_t[c_idx]
+    n_cells, n_rows, d_vocab = len(b_idx), len(row_specs), adapter.d_vocab_out
+
+    tokens = p.tokens.to(device)
+    final_top1 = logits.argmax(-1)  # [batch, pos]
+    nxt = torch.full_like(tokens, -1)
+    nxt[:, :-1] = tokens[:, 1:]
+    nxt[torch.arange(tokens.shape[1], device=device)[None, :] >= lengths[:, None] - 1] = -1
+    target = (tokens if compare == "input" else final_top1)[b_idx, pos_idx]
+    next_cells = nxt[b_idx, pos_idx]
+
+    contiguous = p.batch == 1 and cols == list(range(cols[0], cols[0] + len(cols)))
+
+    def take(x: Tensor, cells: slice) -> Tensor:
+        """x[batch, pos, ...] at the cells (a view, not a copy, for one contiguous prompt)."""
+        if contiguous:
+            return x[0, cols[0] + cells.start : cols[0] + cells.stop]
+        return x[b_idx[cells], pos_idx[cells]]
+
+    def lens_z(rows: list[int], cells: slice) -> Tensor:
+        """[rows, cells, d_vocab] float32 logits of lens rows (never the output row)."""
+        keys = [(row_specs[r].site, row_specs[r].layer) for r in rows]
+        # Layers may live on different devices (device_map); decode where the head lives.
+        resid = torch.stack([take(acts[key].to(device), cells) for key in keys])
+        return adapter.lens_logits(resid).float()
+
+    def output_z(cells: slice) -> Tensor:
+        return take(logits, cells).float()[None]
+
+    out = {name: torch.full((n_rows, n_cells), float("nan"), device=device) for name in _METRICS}
+    top_ids = torch.full((n_rows, n_cells, top_k), -1, dtype=torch.long, device=device)
+    top_probs = torch.full((n_rows, n_cells, top_k), float("nan"), device=device)
+    plan = _plan(n_rows, n_cells, chunk_size or auto_chunk_size(d_vocab, n_cells * n_rows))
+    ref_row = 0 if compare == "input" else n_rows - 1
+    work = None  # two scratch buffers, reused by every chunk
+    ref = None
+    for cells, rows in tqdm(plan, desc="logit lens", disable=not progress or len(plan) <= _QUIET_STEPS, leave=False):
+        if ref is None or ref[0] != cells:
+            z_ref = output_z(cells)[0] if ref_row == n_rows - 1 else lens_z([0], cells)[0]
+            ref_norm, _, ref_centred = metrics.normalize(z_ref)
+            ref_centred.clamp_(min=torch.finfo(z_ref.dtype).min)
+            ref = (cells, ref_centred, ref_norm, metrics.softmax(z_ref, ref_norm))
+        z = output_z(cells) if rows == [n_rows - 1] else lens_z(rows, cells)
+        if work is None or work.shape[1] < z.numel():
+            work = torch.empty(2, z.numel(), dtype=z.dtype, device=device)
+        w1, w2 = (buf[: z.numel()].view_as(z) for buf in work)
+        tgt = target[cells].expand(len(rows), -1)
+        nx = next_cells[cells].expand(len(rows), -1)
+        norm, ent, centred = metrics.normalize(z, (w1, w2))  # centred lives in w1
+        kl = metrics.kl_divergence(ref[3], ref[1], ref[2], centred, norm, w2)
+        if ref_row in rows:
+            kl[rows.index(ref_row)] = 0.0  # the reference against itself, exactly
+        values = {
+            "kl": kl,
+            "rank": metrics.rank(z, tgt, w2),
+            "prob": norm.log_prob(metrics.token_logit(z, tgt)).exp(),
+            "entropy": ent,
+            "cross_entropy": (-norm.log_prob(metrics.token_logit(z, nx.clamp(min=0)))).masked_fill(
+                nx < 0, float("nan")
+            ),
+        }
+        for name, value in values.items():
+            out[name][rows, cells] = value
+        top_ids[rows, cells], top_probs[rows, cells] = metrics.top_k(z, norm, top_k)
+
+    def grid(flat: Tensor, fill) -> Tensor:
+        """[rows, cells, ...] -> [batch, rows, cols, ...], padding filled with `fill`."""
+        shape = (p.batch, n_rows, len(cols), *flat.shape[2:])
+        full = torch.full(shape, fill, dtype=flat.dtype, device=device)
+        full[b_idx, :, c_idx] = flat.transpose(0, 1)
+        return full
+
+    return _result(adapter, p, row_specs, cols, compare, top_k, final_top1, nxt, valid, grid, out, top_ids, top_probs)
+
+
+def _result(adapter, p, row_specs, cols, compare, top_k, final_top1, nxt, valid, grid, out, top_ids, top_probs):
+    pos_t = torch.tensor(cols, device=final_top1.device)
+    tokens = p.tokens.to(final_top1.device)[:, pos_t]
+    top1 = final_top1[:, pos_t].masked_fill(~valid, -1)
+    next_tokens = nxt[:, pos_t].masked_fill(~valid, -1)
+    target = (tokens if compare == "input" else top1).masked_fill(~valid, -1)
+    fields = {name: grid(value, float("nan")) for name, value in out.items()}
+    fields["top_tokens"] = grid(top_ids, -1)
+    fields["top_probs"] = grid(top_probs, float("nan"))
+    ids = {int(i) for t in (fields["top_tokens"], top1, next_tokens, target) for i in t.unique().tolist() if i >= 0}
+    vocab = dict(zip(sorted(ids), adapter.token_strings(sorted(ids)), strict=True))
+    str_tokens = [[s[c] if c < len(s) else "" for c in cols] for s in p.str_tokens]
+    next_str = [[vocab.get(int(i), "") for i in row] for row in next_tokens.tolist()]
+    tensors = dict(
+        **fields,
+        tokens=tokens,
+        final_top1=top1,
+        next_tokens=next_tokens,
+        target_tokens=target,
+        correct=(top1 == next_tokens) & (next_tokens >= 0),
+        valid=valid,
+    )
+    tensors = {k: v.cpu() for k, v in tensors.items()}
+    if not p.batched:
+        tensors = {k: v[0] for k, v in tensors.items()}
+        str_tokens, next_str = str_tokens[0], next_str[0]
+    return LogitLensResult(
+        **tensors,
+        str_tokens=str_tokens,
+        next_str_tokens=next_str,
+        row_labels=[row.label for row in row_specs],
+        row_sites=[(row.site.value, row.layer) for row in row_specs],
+        positions=cols,
+        compare=compare,
+        top_k=top_k,
+        batched=p.batched,
+        vocab_strings=vocab,
+    )
+
+
+__all__ = ["auto_chunk_size", "logit_lens"]

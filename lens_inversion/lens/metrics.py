@@ -1,0 +1,98 @@
+"""Pure tensor metrics of lens cells, computed from logits in float32.
+
+A cell is one vocabulary-sized logit vector `z` (`[..., d_vocab]`). Everything works from
+logits, their maximum `m` and `log_s = log Σ exp(z − m)` (so logsumexp = m + log_s); no
+log-softmax array is formed, and quantities are centred on `m` so that models with large
+logits (GPT-2's are near −100) lose no precision. `work` arguments are optional scratch
+buffers of z's shape, reused between chunks so that no vocabulary-sized array is allocated
+per call. Every metric is exact over the whole vocabulary (up to float32 rounding).
+"""
+
+from typing import NamedTuple
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+Cells = Float[Tensor, "*cell d_vocab"]
+PerCell = Float[Tensor, "*cell"]
+
+
+class Normalizer(NamedTuple):
+    """logsumexp(z) = m + log_s, kept in two parts for precision."""
+
+    m: Tensor
+    log_s: Tensor
+
+    @property
+    def lse(self) -> Tensor:
+        return self.m + self.log_s
+
+    def log_prob(self, z_token: Tensor) -> Tensor:
+        """Log softmax(z)[token] from z[token]."""
+        return (z_token - self.m) - self.log_s
+
+
+def _scratch(z: Tensor, work: Tensor | None) -> Tensor:
+    return torch.empty_like(z) if work is None else work
+
+
+def normalize(z: Cells, work: tuple[Tensor, Tensor] | None = None) -> tuple[Normalizer, PerCell, Cells]:
+    """The log-normaliser of softmax(z), its entropy in nats, and the centred logits z − m.
+
+    With `work=(w1, w2)` the centred logits are written to w1 (and returned) and w2 is
+    used as scratch.
+    """
+    m = z.amax(-1, keepdim=True)
+    centred = torch.sub(z, m, out=_scratch(z, None if work is None else work[0]))
+    e = torch.exp(centred, out=_scratch(z, None if work is None else work[1]))
+    s = e.sum(-1)
+    log_s = s.log()
+    # H = −Σ q log q with log q = (z − m) − log s.
+    entropy = log_s - torch.einsum("...v,...v->...", e, centred) / s
+    return Normalizer(m.squeeze(-1), log_s), entropy, centred
+
+
+def softmax(z: Cells, norm: Normalizer) -> Cells:
+    """Probabilities from logits and their normaliser."""
+    return (z - norm.lse[..., None]).exp_()
+
+
+def kl_divergence(
+    ref_probs: Float[Tensor, "cell d_vocab"],
+    ref_centred: Float[Tensor, "cell d_vocab"],
+    ref_norm: Normalizer,
+    centred: Float[Tensor, "row cell d_vocab"],
+    norm: Normalizer,
+    work: Tensor | None = None,
+) -> Float[Tensor, "row cell"]:
+    """KL(ref ‖ softmax(z)) for every row against the same reference cells, in nats.
+
+    Takes centred logits (z − m, from `normalize`): KL = E_p[(z_ref − m_ref) − (z − m)]
+    − log_s_ref + log_s, so every term stays small whatever the logits' offset.
+    `ref_centred` must be finite (clamp −inf to the dtype's minimum) so that
+    zero-probability tokens contribute 0.
+    """
+    diff = torch.sub(ref_centred, centred, out=_scratch(centred, work))
+    return torch.einsum("cv,rcv->rc", ref_probs, diff) + (norm.log_s - ref_norm.log_s)
+
+
+def token_logit(z: Cells, token: Int[Tensor, "*cell"]) -> PerCell:
+    """z[token] for one token per cell."""
+    return z.gather(-1, token[..., None]).squeeze(-1)
+
+
+def rank(z: Cells, token: Int[Tensor, "*cell"], work: Tensor | None = None) -> PerCell:
+    """1 + the number of tokens with a strictly higher logit than `token` (1 = top), as float."""
+    above = torch.gt(z, token_logit(z, token)[..., None], out=_scratch(z, work))  # 0./1. in z's dtype
+    ones = torch.ones(z.shape[-1], dtype=z.dtype, device=z.device)
+    return above @ ones + 1  # exact: counts stay far below 2**24
+
+
+def top_k(z: Cells, norm: Normalizer, k: int) -> tuple[Int[Tensor, "*cell k"], Float[Tensor, "*cell k"]]:
+    """The k most probable tokens of each cell and their probabilities, most probable first."""
+    values, ids = z.topk(k, dim=-1)
+    return ids, ((values - norm.m[..., None]) - norm.log_s[..., None]).exp()
+
+
+__all__ = ["Normalizer", "kl_divergence", "normalize", "rank", "softmax", "token_logit", "top_k"]

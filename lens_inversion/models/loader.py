@@ -1,0 +1,69 @@
+"""Load a model as a TransformerBridge: the embedded one, a local directory or a hub name."""
+
+from pathlib import Path
+
+from ..errors import OptionError
+
+ASSETS = Path(__file__).parent / "assets"
+EMBEDDED = {
+    "tiny": ASSETS / "tiny",
+    "tiny-untrained": ASSETS / "tiny-untrained",
+    "tiny-llama": ASSETS / "tiny-llama",
+}
+
+
+def load_model(
+    name_or_dir: str,
+    *,
+    device: str | None = None,
+    dtype=None,
+    compatibility_mode: bool = False,
+    load_in_8bit: bool = False,
+    load_in_4bit: bool = False,
+    device_map=None,
+    **hf_kwargs,
+):
+    """Boot a TransformerBridge offline from the package or a local directory.
+
+    Args:
+        name_or_dir: `"tiny"`, `"tiny-untrained"`, `"tiny-llama"` (shipped in the package),
+            a local Hugging Face causal-LM directory, or a hub name (needs internet).
+        device: where to put the model (default: CPU, or CUDA when available and no
+            `device_map` is given).
+        dtype: torch dtype of the weights.
+        compatibility_mode: call `enable_compatibility_mode()` (folds and centres weights;
+            not possible for quantized or offloaded models).
+        load_in_8bit: quantize to 8 bits with bitsandbytes (extra `quant`).
+        load_in_4bit: quantize to 4 bits with bitsandbytes (extra `quant`).
+        device_map: passed to Hugging Face / accelerate to shard or offload the model.
+        **hf_kwargs: forwarded to `AutoModelForCausalLM.from_pretrained`.
+    """
+    import torch
+    from transformer_lens.model_bridge import TransformerBridge
+
+    path = EMBEDDED.get(name_or_dir, Path(name_or_dir))
+    if name_or_dir in EMBEDDED and not path.exists():
+        raise OptionError(f"The embedded model {name_or_dir!r} is not shipped in this install ({path} missing).")
+    source = str(path) if path.exists() else name_or_dir
+    if load_in_8bit and load_in_4bit:
+        raise OptionError("Choose one of load_in_8bit and load_in_4bit, not both.")
+    dtype = dtype or torch.float32
+    if load_in_8bit or load_in_4bit or device_map is not None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+        quant = None
+        if load_in_8bit or load_in_4bit:
+            quant = BitsAndBytesConfig(load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit)
+        hf = AutoModelForCausalLM.from_pretrained(
+            source, quantization_config=quant, device_map=device_map or "auto", dtype=dtype, **hf_kwargs
+        )
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        bridge = TransformerBridge.boot_transformers(source, hf_model=hf, tokenizer=tokenizer, dtype=dtype)
+    else:
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        bridge = TransformerBridge.boot_transformers(source, device=device, dtype=dtype, **hf_kwargs)
+    if compatibility_mode:
+        bridge.enable_compatibility_mode()
+    bridge.eval()
+    return bridge

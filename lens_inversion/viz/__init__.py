@@ -1,0 +1,1 @@
+"""Plotly heatmaps, HTML token highlighting and report assembly (no TransformerLens here)."""

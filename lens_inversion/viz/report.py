@@ -1,0 +1,58 @@
+"""Assemble figures and HTML fragments into one self-contained, offline HTML report."""
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.6rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .3rem; margin-top: 2.5rem; }
+table.li-table { border-collapse: collapse; margin: 1rem 0; }
+table.li-table td, table.li-table th { border: 1px solid #ccc; padding: .3rem .6rem; text-align: left; }
+.li-note { color: #555; font-size: .9rem; }
+"""
+
+
+@dataclass
+class ReportBuilder:
+    """Collects sections of figures, HTML fragments and tables; writes one HTML file."""
+
+    title: str
+    parts: list[str] = field(default_factory=list)
+    _plotly_included: bool = False
+
+    def heading(self, text: str, *, note: str = "") -> None:
+        self.parts.append(f"<h2>{html.escape(text)}</h2>")
+        if note:
+            self.parts.append(f'<p class="li-note">{html.escape(note)}</p>')
+
+    def figure(self, figure: go.Figure) -> None:
+        # plotly.js is embedded once, inline, so the file works offline.
+        include = not self._plotly_included
+        self._plotly_included = True
+        self.parts.append(pio.to_html(figure, full_html=False, include_plotlyjs=include))
+
+    def fragment(self, raw_html: str) -> None:
+        """Append HTML produced by our own escaping code (never raw user text)."""
+        self.parts.append(raw_html)
+
+    def table(self, header: list[str], rows: list[list[object]]) -> None:
+        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+        self.parts.append(f'<table class="li-table"><tr>{head}</tr>{body}</table>')
+
+    def to_html(self) -> str:
+        return (
+            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+            f"<style>{_STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>"
+            + "\n".join(self.parts)
+            + "</body></html>"
+        )
+
+    def write(self, path: "str | Path") -> Path:
+        path = Path(path)
+        path.write_text(self.to_html(), encoding="utf-8")
+        return path

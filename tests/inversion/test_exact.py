@@ -1,0 +1,180 @@
+"""Exact inversion recovers every token, with margins, and reports honestly what it cannot know.
+
+The independent checks: the recovered ids equal the prompt's own tokenization, and the
+target extracted from the recovered tokens by a separate full run equals the original.
+"""
+
+import math
+
+import pytest
+import torch
+from _tolerances import assert_close
+from untouched import Snapshot
+
+from lens_inversion import LensInversionError, OptionError, Target
+from lens_inversion.hooks import adapter_for
+from lens_inversion.inversion import invert
+from lens_inversion.inversion.exact import invert_exact
+
+TEXT = "The sky is blue. A cat sat."
+QUIET = dict(progress=False, seed=0)
+
+
+def _random_tokens(model, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(2, model.cfg.d_vocab, (1, n), generator=g)
+
+
+def _check_exact(model, prompt, target, res):
+    """All tokens right, all unique with positive margins, same activation as the original."""
+    truth = adapter_for(model).prompt(prompt).tokens
+    assert torch.equal(res.tokens, truth)
+    assert res.token_accuracy == 1.0
+    assert all(p.unique and p.margin > 0 and p.candidates_checked >= 1 for p in res.positions if p.observed)
+    assert [p.position for p in res.positions] == list(range(truth.shape[1]))
+    t = Target.parse(target)
+    assert_close(t.extract(model, res.tokens), t.extract(model, truth), loose=10)
+    assert res.distance < 1e-3 * res.shifted_distance
+
+
+@pytest.mark.parametrize("kind", ["text", "random"])
+def test_fixture_models_last_and_first_layer(model, kind):
+    prompt = TEXT if kind == "text" else _random_tokens(model, 8)
+    last = model.cfg.n_layers - 1
+    for target in (f"blocks.{last}.hook_resid_post", "blocks.0.hook_resid_mid"):
+        _check_exact(model, prompt, target, invert_exact(model, prompt, target=target, **QUIET))
+
+
+@pytest.mark.parametrize("name", ["tiny", "untrained"])
+@pytest.mark.parametrize("kind", ["text", "random"])
+def test_embedded_models_every_depth(request, name, kind):
+    try:
+        model = request.getfixturevalue(name)
+    except Exception as error:  # the embedded assets ship separately
+        pytest.skip(f"embedded model {name!r} unavailable: {error}")
+    prompt = "Alice gave bread to Bob." if kind == "text" else _random_tokens(model, 7, seed=1)
+    last = model.cfg.n_layers - 1
+    for target in ("blocks.0.hook_resid_post", f"blocks.{last // 2}.hook_resid_mid", f"blocks.{last}.hook_resid_post"):
+        _check_exact(model, prompt, target, invert_exact(model, prompt, target=target, **QUIET))
+
+
+def test_feature_slice_of_a_quarter(tiny):
+    target = "blocks.3.hook_resid_post[:, :, :32]"
+    _check_exact(tiny, "The sky is blue.", target, invert_exact(tiny, "The sky is blue.", target=target, **QUIET))
+
+
+@pytest.mark.parametrize("name", ["gpt2-native", "llama-hf"])
+def test_hidden_leading_positions_recovered_from_later_rows(name):
+    from fixture_models import build
+
+    model = build(name)
+    for target in ("blocks.1.hook_resid_post[:, 1:, :]", "blocks.1.hook_resid_post[:, 2:, :]"):
+        res = invert_exact(model, TEXT, target=target, **QUIET)
+        _check_exact(model, TEXT, target, res)
+        hidden = int(target.split("[:, ")[1].split(":")[0])
+        assert [p.observed for p in res.positions[:hidden]] == [False] * hidden
+        assert all(p.unique for p in res.positions)
+
+
+def test_trailing_position_has_no_information(gpt2):
+    res = invert_exact(gpt2, TEXT, target="blocks.1.hook_resid_post[:, :-1, :]", **QUIET)
+    truth = adapter_for(gpt2).prompt(TEXT).tokens
+    last = res.positions[-1]
+    assert not last.observed and not last.unique and last.candidates_checked == 0 and math.isnan(last.best_distance)
+    assert torch.equal(res.tokens[:, :-1], truth[:, :-1])
+
+
+def test_allowed_tokens_respected(gpt2):
+    adapter = adapter_for(gpt2)
+    truth = adapter.prompt(TEXT).tokens[0]
+    extra = torch.arange(40, 80)
+    allowed = torch.cat([truth, extra]).unique()
+    res = invert_exact(gpt2, TEXT, target="blocks.1.hook_resid_post", allowed_tokens=allowed, **QUIET)
+    assert torch.equal(res.tokens[0], truth)
+    assert all(p.candidates_checked <= len(allowed) for p in res.positions)
+    # Without the true token at position 2 nothing reproduces that row: reported, not hidden.
+    banned = allowed[allowed != truth[2]]
+    res = invert_exact(gpt2, TEXT, target="blocks.1.hook_resid_post", allowed_tokens=banned, **QUIET)
+    assert bool(torch.isin(res.tokens, banned).all())
+    assert res.tokens[0, 2] != truth[2] and not res.positions[2].unique
+    assert res.positions[2].candidates_checked == len(banned)  # fell back to the whole allowed set
+
+
+def test_order_does_not_change_the_answer_and_exhaustive_margins(gpt2):
+    target = "blocks.1.hook_resid_post"
+    base = invert_exact(gpt2, TEXT, target=target, **QUIET)
+    for order in ("random", "vocab"):
+        assert torch.equal(invert_exact(gpt2, TEXT, target=target, order=order, **QUIET).tokens, base.tokens)
+    full = invert_exact(gpt2, TEXT, target=target, exhaustive=True, **QUIET)
+    assert torch.equal(full.tokens, base.tokens)
+    assert all(p.candidates_checked == gpt2.cfg.d_vocab for p in full.positions)
+    # The runner-up over the whole vocabulary is at most as far as over a ranked subset.
+    assert all(f.margin <= b.margin + 1e-5 for f, b in zip(full.positions, base.positions, strict=True))
+
+
+@pytest.mark.parametrize("name", ["gpt2-hf", "llama-hf"])
+def test_activation_input_cache_and_recompute_agree(name):
+    from fixture_models import available_models, build
+
+    if name not in available_models():
+        pytest.skip(f"{name} needs TransformerLens 4")
+    model = build(name)
+    acts = Target.parse("blocks.1.hook_resid_post").extract(model, TEXT)
+    truth = adapter_for(model).prompt(TEXT).tokens
+    for reuse in ("auto", "recompute"):
+        res = invert_exact(model, acts, target="blocks.1.hook_resid_post", reuse=reuse, **QUIET)
+        assert torch.equal(res.tokens, truth) and res.token_accuracy is None
+
+
+def test_batch_and_dispatcher(gpt2):
+    prompts = ["The sky is blue.", "The sea is deep."]
+    adapter = adapter_for(gpt2)
+    if adapter.prompt(prompts).lengths.unique().numel() != 1:
+        pytest.skip("prompts tokenize to different lengths")
+    res = invert(gpt2, prompts, target="blocks.0.hook_resid_post", method="exact", **QUIET)
+    assert torch.equal(res.tokens, adapter.prompt(prompts).tokens)
+    assert len(res.positions) == 2 * res.tokens.shape[1] and len(res.texts) == 2
+
+
+def test_noisy_activation_is_not_claimed_unique(gpt2):
+    acts = Target.parse("blocks.1.hook_resid_post").extract(gpt2, TEXT)
+    noisy = acts + 0.5 * torch.randn(acts.shape, generator=torch.Generator().manual_seed(0))
+    res = invert_exact(gpt2, noisy, target="blocks.1.hook_resid_post", **QUIET)
+    assert not any(p.unique for p in res.positions)
+    assert all(p.best_distance > 0.1 for p in res.positions)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(order="best"), dict(beam=0), dict(tolerance=2.0), dict(reuse="never"), dict(batch_size=1.5),
+     dict(allowed_tokens=[10**6]), dict(allowed_tokens=[])],
+)
+def test_bad_options_raise_and_leave_model_untouched(gpt2, options):
+    snapshot = Snapshot(gpt2)
+    with pytest.raises(OptionError):
+        invert_exact(gpt2, TEXT, target="blocks.0.hook_resid_post", **QUIET, **options)
+    snapshot.assert_unchanged()
+
+
+def test_success_leaves_model_untouched(llama):
+    seen = []
+    llama.add_hook("blocks.0.hook_resid_post", lambda x, hook: seen.append(1))
+    llama.train()
+    try:
+        snapshot = Snapshot(llama)
+        invert_exact(llama, TEXT, target="blocks.1.hook_resid_post[:, 1:, :8]", **QUIET)
+        snapshot.assert_unchanged()
+        with pytest.raises(LensInversionError):
+            invert_exact(llama, TEXT, target="blocks.7.hook_resid_post", **QUIET)
+        snapshot.assert_unchanged()
+    finally:
+        llama.reset_hooks()
+        llama.eval()
+
+
+def test_two_features_scan_everything_and_stay_exact(tiny):
+    """Below 16 observed features the whole vocabulary is verified, so near-ties are seen."""
+    target = "blocks.3.hook_resid_post[:, :, :2]"
+    res = invert_exact(tiny, "The sky is blue.", target=target, **QUIET)
+    assert res.token_accuracy == 1.0
+    assert all(p.candidates_checked >= tiny.cfg.d_vocab for p in res.positions)

@@ -1,0 +1,120 @@
+"""The shipped embedded models: files, tokenizer, quality against the untrained twin, bridge = HF."""
+
+import functools
+import math
+
+import pytest
+import torch
+from _tolerances import assert_close
+
+import lens_inversion as li
+from lens_inversion.models import evaluate
+from lens_inversion.models.loader import EMBEDDED
+
+SHIPPED = [name for name, path in EMBEDDED.items() if path.exists()]
+TEXTS = evaluate.heldout_texts(24) if "tiny" in SHIPPED else []
+
+pytestmark = pytest.mark.skipif("tiny" not in SHIPPED, reason="the embedded model is not shipped in this install")
+
+
+@functools.cache
+def _bridge(name):
+    return li.load_model(name, device="cpu")
+
+
+@functools.cache
+def _hf(name):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(EMBEDDED[name])).eval()  # local directory  # offline-ok
+
+
+def _tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(EMBEDDED["tiny"]))  # local directory  # offline-ok
+
+
+def _hf_loss(model, texts):
+    """Mean next-token NLL over BOS-prefixed texts, one text at a time (no padding at all)."""
+    tok = _tokenizer()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for text in texts:
+            ids = torch.tensor([[tok.bos_token_id, *tok.encode(text, add_special_tokens=False)]])
+            logp = model(ids).logits[0, :-1].log_softmax(-1)
+            total -= float(logp.gather(-1, ids[0, 1:, None]).sum())
+            count += ids.shape[1] - 1
+    return total / count
+
+
+def test_required_models_are_shipped_and_small():
+    assert {"tiny", "tiny-untrained"} <= set(SHIPPED)
+    total = 0
+    for name in SHIPPED:
+        files = {p.name: p.stat().st_size for p in EMBEDDED[name].iterdir()}
+        assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= set(files), name
+        total += sum(files.values())
+    assert total <= 15 * 2**20
+
+
+def test_all_shipped_models_share_one_tokenizer():
+    ref = (EMBEDDED["tiny"] / "tokenizer.json").read_text()
+    for name in SHIPPED:
+        assert (EMBEDDED[name] / "tokenizer.json").read_text() == ref, name
+
+
+def test_tokenizer_round_trips_text():
+    tok = _tokenizer()
+    samples = [*TEXTS[:20], "The sky is blue.", "  Two spaces,\ttabs\nand new lines.", "Zoë's café costs 3€ — naïve?",
+               "Ünïcödé 漢字 🙂", "<|endoftext|> is special"]
+    for text in samples:
+        assert tok.decode(tok.encode(text, add_special_tokens=False)) == text
+    assert tok.bos_token == tok.eos_token == "<|endoftext|>"
+    assert tok.pad_token_id not in (tok.bos_token_id, None)
+    assert tok.convert_tokens_to_ids("<|endoftext|>") == tok.bos_token_id
+
+
+def test_heldout_loss_trained_far_below_untrained():
+    trained = _hf_loss(_hf("tiny"), TEXTS)
+    untrained = _hf_loss(_hf("tiny-untrained"), TEXTS)
+    vocab = len(_tokenizer())
+    assert untrained > math.log(vocab) - 0.5  # an untrained model is about uniform
+    assert trained < untrained / 2
+    assert trained < 2.0
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_bridge_logits_equal_hf_logits(name):
+    bridge = _bridge(name)
+    hf = _hf(name)
+    ids = li.ModelAdapter(bridge).prompt(TEXTS[:3]).tokens
+    with torch.no_grad():
+        expected = hf(ids).logits
+        actual = bridge(ids, attention_mask=torch.ones_like(ids))
+    assert_close(actual, expected, loose=10)
+
+
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n != "tiny-untrained"])
+def test_evaluate_loss_matches_independent_hf_loss(name):
+    bridge = _bridge(name)
+    loss, n_tokens = evaluate.heldout_loss(bridge, TEXTS[:8], batch_size=5)
+    assert_close(loss, _hf_loss(_hf(name), TEXTS[:8]), rtol=1e-4, atol=1e-4)
+    tok = _tokenizer()
+    assert n_tokens == sum(len(tok.encode(t, add_special_tokens=False)) for t in TEXTS[:8])
+
+
+def test_logit_lens_kl_is_zero_at_the_last_layer_and_falls_with_depth():
+    bridge = _bridge("tiny")
+    kl = evaluate.lens_kl_per_layer(bridge, TEXTS[:8])
+    assert len(kl) == li.ModelAdapter(bridge).n_layers
+    assert abs(kl[-1]) < 1e-4
+    assert all(a > b for a, b in zip(kl, kl[1:], strict=False))
+
+
+def test_trained_model_answers_with_the_right_kind_of_word():
+    from lens_inversion.models.corpus import CAPITALS, COLOURS
+
+    bridge = _bridge("tiny")
+    assert evaluate.greedy(bridge, "The sky is", n_tokens=1).strip() in set(COLOURS.values())
+    assert evaluate.greedy(bridge, "The capital of France is", n_tokens=1).strip() in set(CAPITALS.values())

@@ -1,0 +1,33 @@
+"""Snapshot a model's state and check nothing changed: weights, hooks, grad flags, modes."""
+
+import torch
+
+
+def _hooks(model):
+    out = {}
+    for name, module in model.named_modules():
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+            keys = tuple(getattr(module, attr, {}).keys())
+            if keys:
+                out[(name, attr)] = keys
+    return out
+
+
+class Snapshot:
+    def __init__(self, model):
+        self.model = model
+        self.params = {n: p.detach().clone() for n, p in model.named_parameters()}
+        self.requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
+        self.grads = {n: p.grad for n, p in model.named_parameters()}
+        self.training = {n: m.training for n, m in model.named_modules()}
+        self.hooks = _hooks(model)
+
+    def assert_unchanged(self):
+        model = self.model
+        for name, p in model.named_parameters():
+            assert torch.equal(p.detach(), self.params[name]), f"parameter {name} changed"
+            assert p.requires_grad == self.requires_grad[name], f"requires_grad of {name} changed"
+            assert p.grad is self.grads[name], f".grad of {name} changed"
+        for name, m in model.named_modules():
+            assert m.training == self.training[name], f"training mode of {name!r} changed"
+        assert _hooks(model) == self.hooks, "hooks were added or removed"
