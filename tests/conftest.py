@@ -4,11 +4,10 @@ import os
 
 import pytest
 import torch
-
 from fixture_models import available_models, build
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # pytest -n 2 runs two workers on two cores
 
 MODELS = available_models()
 GPT2_MODELS = tuple(m for m in MODELS if m.startswith("gpt2"))

@@ -28,7 +28,7 @@ def has_hooked_transformer() -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tokenizer():
     """A byte-level BPE tokenizer of 300 tokens trained on CORPUS; BOS = EOS, pad distinct."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -67,7 +67,7 @@ def _native(kind: str, seed: int = 0):
     return TransformerBridge.boot_native(cfg, tokenizer=tokenizer()).eval()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hf_dir(kind: str) -> Path:
     """Save a random HF model of `kind` ('gpt2' or 'llama') with the tokenizer; return the path."""
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
@@ -125,15 +125,24 @@ def available_models() -> tuple[str, ...]:
     return names
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build(name: str):
-    """Build (once per test session) the tiny model called `name`."""
+    """Build (once per test session) the tiny model called `name`, already run once."""
+    return build_fresh(name)
+
+
+def build_fresh(name: str):
+    """A new, private instance of the tiny model called `name` (same weights as `build`)."""
     kind, *rest = name.split("-")
     source = rest[0]
     if source == "native":
-        return _native(kind)
-    if source == "hf":
-        return _hf(kind, compat="compat" in rest)
-    if source == "hooked":
-        return _hooked(kind)
-    raise KeyError(name)
+        model = _native(kind)
+    elif source == "hf":
+        model = _hf(kind, compat="compat" in rest)
+    elif source == "hooked":
+        model = _hooked(kind)
+    else:
+        raise KeyError(name)
+    with torch.no_grad():  # a model users have already run: backends wire lazy internals on the first forward
+        model(torch.tensor([[1, 2, 3]]))
+    return model

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixture_models import build
 from untouched import Snapshot
 
 import lens_inversion as li
-from fixture_models import build
 
 HERE = Path(__file__).parent
 
@@ -36,6 +36,8 @@ MODEL_NAMES = ["gpt2-native" if "gpt2-native" in __import__("fixture_models").av
 def _user_state(model):
     """Put the model in a state a user might have: a hook of their own, odd flags."""
     seen = []
+    with torch.no_grad():  # a model the user has already run (backends wire lazy internals then)
+        model(torch.tensor([[1, 2, 3]]))
     model.add_hook("blocks.0.hook_resid_post", lambda x, hook: seen.append(1))
     first = next(model.parameters())
     first.requires_grad_(True)

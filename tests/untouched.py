@@ -13,6 +13,16 @@ def _hooks(model):
     return out
 
 
+def _graph_leaks(model):
+    """Tensors with an autograd history left on modules: they keep a whole graph alive."""
+    return sorted(
+        f"{name}.{key}"
+        for name, module in model.named_modules()
+        for key, value in vars(module).items()
+        if isinstance(value, torch.Tensor) and value.grad_fn is not None
+    )
+
+
 class Snapshot:
     def __init__(self, model):
         self.model = model
@@ -21,6 +31,7 @@ class Snapshot:
         self.grads = {n: p.grad for n, p in model.named_parameters()}
         self.training = {n: m.training for n, m in model.named_modules()}
         self.hooks = _hooks(model)
+        self.leaks = _graph_leaks(model)
 
     def assert_unchanged(self):
         model = self.model
@@ -31,3 +42,4 @@ class Snapshot:
         for name, m in model.named_modules():
             assert m.training == self.training[name], f"training mode of {name!r} changed"
         assert _hooks(model) == self.hooks, "hooks were added or removed"
+        assert _graph_leaks(model) == self.leaks, "tensors with autograd history left on the model"

@@ -1,5 +1,8 @@
-"""One uniform view of a TransformerLens model: TransformerBridge (4.x, raw or compatibility
-mode) and HookedTransformer (3.x). Every difference between backends is handled here."""
+"""One uniform view of a TransformerLens model, whatever its backend.
+
+TransformerBridge (4.x, raw or compatibility mode) and HookedTransformer (3.x): every
+difference between backends is handled here.
+"""
 
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -78,6 +81,8 @@ class ModelAdapter:
         self.backend = _backend(model)
         self.model = model
         self.cfg = model.cfg
+        if self.is_bridge:
+            wire_bridge_internals(model)
 
     # ----- sizes and weights ---------------------------------------------------------
     @property
@@ -324,7 +329,7 @@ class ModelAdapter:
         run_hooks: list[tuple[str, HookFn]] = []
         if embeds is not None:
             run_hooks.append((self.hook_name(Site.EMBED, None), lambda x, hook: embeds.to(x.dtype)))
-        run_hooks += [(self.hook_name(s, l), saver((s, l))) for s, l in capture if s is not Site.LOGITS]
+        run_hooks += [(self.hook_name(s, layer), saver((s, layer))) for s, layer in capture if s is not Site.LOGITS]
         with attached(self.model, list(hooks) + run_hooks):
             out = self._forward(tokens, stop_at_layer=stop)
         logits = None
@@ -338,9 +343,22 @@ class ModelAdapter:
         return attached(self.model, hooks) if hooks else nullcontext([])
 
 
+def wire_bridge_internals(model: nn.Module) -> None:
+    """Install the bridge's own lazily-wired capture hooks now (idempotent).
+
+    A TransformerBridge block registers pre-hooks on its norms on its first forward. Wiring
+    them up front keeps them out of the "hooks added by lens_inversion" bookkeeping, so
+    restoring the user's hook set never removes the bridge's own machinery.
+    """
+    for block in getattr(model, "blocks", []):
+        wire = getattr(block, "_maybe_wire_capture_hooks", None)
+        if callable(wire):
+            wire()
+
+
 def adapter_for(model) -> ModelAdapter:
     """Wrap `model` (or return it if it already is an adapter)."""
     return model if isinstance(model, ModelAdapter) else ModelAdapter(model)
 
 
-__all__ = ["Capture", "ModelAdapter", "Prompt", "adapter_for", "unwrap_model", "Callable"]
+__all__ = ["Capture", "ModelAdapter", "Prompt", "adapter_for", "unwrap_model", "wire_bridge_internals", "Callable"]

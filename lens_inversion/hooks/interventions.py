@@ -51,7 +51,7 @@ def attached(
 
             handles.append(point.register_forward_hook(forward_hook))
         yield counts
-        silent = [name for (name, _), n in zip(hooks, counts) if n == 0]
+        silent = [name for (name, _), n in zip(hooks, counts, strict=False) if n == 0]
     finally:
         for handle in handles:
             handle.remove()

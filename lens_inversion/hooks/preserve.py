@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from torch import nn
+from torch import Tensor, nn
 
 F = TypeVar("F", bound=Callable)
 
@@ -17,36 +17,50 @@ def _hook_keys(module: nn.Module) -> tuple[frozenset, ...]:
     )
 
 
+def _transient_tensors(module: nn.Module) -> dict[str, Tensor | None]:
+    """Plain attributes holding a tensor or None (captures some backends keep between runs)."""
+    return {k: v for k, v in vars(module).items() if v is None or isinstance(v, Tensor)}
+
+
 @contextmanager
 def preserved(model: nn.Module) -> Iterator[None]:
     """Run the body in eval mode with frozen parameters; restore everything afterwards.
 
     Restored even on error or KeyboardInterrupt: every module's training flag, every
-    parameter's `requires_grad` and `.grad`, and the set of PyTorch hooks (any handle
-    added during the body is removed). Weights are never written by our code; the
-    tests check them bit for bit.
+    parameter's `requires_grad` and `.grad`, the set of PyTorch hooks (any handle
+    added during the body is removed), and tensors the backend caches on its modules
+    (e.g. a bridge's last attention pattern, which would otherwise keep our autograd
+    graph alive). Weights are never written by our code; the tests check them bit for bit.
     """
+    from .adapter import wire_bridge_internals
+
+    wire_bridge_internals(model)
     modules = list(model.modules())
     params = list(model.parameters())
     training = [m.training for m in modules]
     requires_grad = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
     hooks = [_hook_keys(m) for m in modules]
+    cached = [_transient_tensors(m) for m in modules]
     try:
         model.eval()
         for p in params:
             p.requires_grad_(False)
         yield
     finally:
-        for m, flag in zip(modules, training):
+        for m, flag in zip(modules, training, strict=False):
             m.training = flag
-        for p, flag, grad in zip(params, requires_grad, grads):
+        for p, flag, grad in zip(params, requires_grad, grads, strict=False):
             p.requires_grad_(flag)
             p.grad = grad
-        for m, before in zip(modules, hooks):
+        for m, before in zip(modules, cached, strict=False):
+            for key, value in vars(m).items():
+                if isinstance(value, Tensor) and key in before and before[key] is not value:
+                    m.__dict__[key] = before[key]
+        for m, before in zip(modules, hooks, strict=False):
             for attr, keys in zip(
                 ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"),
-                before,
+                before, strict=False,
             ):
                 table = getattr(m, attr, None)
                 if table is not None:

@@ -4,7 +4,6 @@ import re
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
 
 from .._typing import Activation
 from ..errors import TargetError

@@ -2,6 +2,7 @@
 
 from .api import invert as invert
 from .decode import decode_embeddings as decode_embeddings
+from .exact import invert_exact as invert_exact
 from .feature_viz import FeatureVizResult as FeatureVizResult
 from .feature_viz import visualize_feature as visualize_feature
 from .gradient import invert_gradient as invert_gradient

@@ -337,7 +337,10 @@ def invert_exact(
     shifted = _distances(adapter, observed, tokens, adapter.embed(tokens).detach() + noise.to(adapter.device))
     accuracy = None
     if observed.true_tokens is not None:
-        accuracy = float((tokens == observed.true_tokens).float().mean())
+        true = observed.true_tokens
+        bos = adapter.bos_token_id
+        skip = int(bos is not None and true.shape[1] > 1 and bool((true[:, 0] == bos).all()))
+        accuracy = float((tokens[:, skip:] == true[:, skip:]).float().mean())  # a leading BOS is not scored
     return InversionResult(
         method="exact",
         targets=tuple(str(t) for t in targets),
@@ -351,10 +354,15 @@ def invert_exact(
         shifted_distances=shifted,
         positions=tuple(all_reports),
         seconds=time.perf_counter() - started,
-        texts=[adapter.decode(row) for row in all_tokens],
+        texts=[adapter.decode(_without_leading_bos(row, adapter.bos_token_id)) for row in all_tokens],
         options=dict(beam=beam, hidden_top=hidden_top, order=order, batch_size=batch_size, tolerance=tolerance,
                      exhaustive=exhaustive, reuse=reuse, n_allowed=len(allowed), seed=seed),
     )
+
+
+def _without_leading_bos(row: list[int], bos: int | None) -> list[int]:
+    """Texts leave out a leading BOS, as the gradient methods' texts do."""
+    return row[1:] if row and bos is not None and row[0] == bos else row
 
 
 __all__ = ["invert_exact"]

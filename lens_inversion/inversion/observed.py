@@ -53,7 +53,7 @@ def observe(
         values = [v if v.ndim == 3 else v[None] for v in prompt_or_activation]
         if len(values) != len(targets):
             raise PromptError(f"Got {len(values)} activation tensors for {len(targets)} targets; give one per target.")
-        for t, v in zip(targets, values):
+        for t, v in zip(targets, values, strict=False):
             if v.ndim != 3:
                 raise PromptError(f"Activation for {t} must be [batch, tokens, features]; got shape {tuple(v.shape)}.")
             if not torch.isfinite(v).all():
@@ -62,7 +62,7 @@ def observe(
             n_pos = values[0].shape[1]
         if not 0 < n_pos <= adapter.n_ctx:
             raise PromptError(f"n_pos={n_pos} must lie in 1..{adapter.n_ctx} (the model's context).")
-        for t, v in zip(targets, values):
+        for t, v in zip(targets, values, strict=False):
             width = adapter.d_vocab_out if t.site.value == "logits" else adapter.d_model
             expected = (len(t.token_positions(n_pos)), len(t.feature_indices(width)))
             if tuple(v.shape[1:]) != expected:

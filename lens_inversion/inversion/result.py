@@ -35,7 +35,7 @@ class InversionResult:
     top_k_tokens: Int[Tensor, "batch pos k"] | None = None
     top_k_texts: list[list[str]] = field(default_factory=list)
     true_tokens: Int[Tensor, "batch pos"] | None = None
-    token_accuracy: float | None = None
+    token_accuracy: float | None = None  # fraction of true tokens recovered; a leading BOS is not scored
     loss_history: Float[Tensor, " steps"] | None = None
     distance: float | None = None  # ‖O(a_g) − O(a)‖ under the chosen loss
     shifted_distance: float | None = None  # ‖O(a′) − O(a)‖, a′ = a + N(0, 1/20)

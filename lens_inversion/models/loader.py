@@ -1,5 +1,8 @@
 """Load a model as a TransformerBridge: the embedded one, a local directory or a hub name."""
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import OptionError
@@ -8,7 +11,7 @@ ASSETS = Path(__file__).parent / "assets"
 EMBEDDED = {
     "tiny": ASSETS / "tiny",
     "tiny-untrained": ASSETS / "tiny-untrained",
-    "tiny-llama": ASSETS / "tiny-llama",
+    "tiny-llama": ASSETS / "tiny-llama",  # trainable with `--arch llama`; not shipped yet
 }
 
 
@@ -26,7 +29,7 @@ def load_model(
     """Boot a TransformerBridge offline from the package or a local directory.
 
     Args:
-        name_or_dir: `"tiny"`, `"tiny-untrained"`, `"tiny-llama"` (shipped in the package),
+        name_or_dir: `"tiny"` or `"tiny-untrained"` (shipped in the package),
             a local Hugging Face causal-LM directory, or a hub name (needs internet).
         device: where to put the model (default: CPU, or CUDA when available and no
             `device_map` is given).
@@ -39,15 +42,49 @@ def load_model(
         **hf_kwargs: forwarded to `AutoModelForCausalLM.from_pretrained`.
     """
     import torch
-    from transformer_lens.model_bridge import TransformerBridge
 
     path = EMBEDDED.get(name_or_dir, Path(name_or_dir))
     if name_or_dir in EMBEDDED and not path.exists():
         raise OptionError(f"The embedded model {name_or_dir!r} is not shipped in this install ({path} missing).")
     source = str(path) if path.exists() else name_or_dir
+    if not path.exists() and _looks_like_path(name_or_dir):
+        raise OptionError(
+            f"No model directory at {name_or_dir!r}. Give {', '.join(repr(n) for n, p in EMBEDDED.items() if p.exists())}, "
+            "a local Hugging Face model directory, or a hub name (needs internet)."
+        )
     if load_in_8bit and load_in_4bit:
         raise OptionError("Choose one of load_in_8bit and load_in_4bit, not both.")
     dtype = dtype or torch.float32
+    with _quiet_loading():
+        bridge = _boot(source, device, dtype, load_in_8bit, load_in_4bit, device_map, hf_kwargs)
+    if compatibility_mode:
+        bridge.enable_compatibility_mode()
+    bridge.eval()
+    return bridge
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "~")) or os.sep in name and name.count("/") != 1 or os.path.isabs(name)
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide Hugging Face's per-load progress bars; restore the user's setting afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _boot(source, device, dtype, load_in_8bit, load_in_4bit, device_map, hf_kwargs):
+    import torch
+    from transformer_lens.model_bridge import TransformerBridge
+
     if load_in_8bit or load_in_4bit or device_map is not None:
         from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
@@ -63,7 +100,4 @@ def load_model(
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         bridge = TransformerBridge.boot_transformers(source, device=device, dtype=dtype, **hf_kwargs)
-    if compatibility_mode:
-        bridge.enable_compatibility_mode()
-    bridge.eval()
     return bridge

@@ -1,10 +1,9 @@
 """Independent reference computations for the attribution tests (plain model calls and hooks)."""
 
-import copy
 import functools
 
 import torch
-from fixture_models import build
+from fixture_models import build_fresh
 
 PROMPT = "The sky is blue. The"
 
@@ -12,7 +11,7 @@ PROMPT = "The sky is blue. The"
 @functools.cache
 def float64_copy(name: str):
     """A private float64 copy of a fixture (the shared cached fixture is never changed)."""
-    return copy.deepcopy(build(name)).double().eval()
+    return build_fresh(name).double().eval()
 
 
 def tokens_of(model, prompt: str = PROMPT) -> torch.Tensor:

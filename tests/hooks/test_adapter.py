@@ -31,7 +31,8 @@ def test_lens_of_last_resid_equals_logits(model):
 def test_run_capture_equals_run_with_cache(model):
     adapter = adapter_for(model)
     tokens = adapter.prompt(PROMPT).tokens
-    names = {f"blocks.{l}.hook_{s}" for l in range(adapter.n_layers) for s in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")}
+    sites = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+    names = {f"blocks.{layer}.hook_{s}" for layer in range(adapter.n_layers) for s in sites}
     cache = _cache(model, tokens, names)
     keys = [(site, layer) for layer in range(adapter.n_layers)
             for site in (Site.RESID_PRE, Site.RESID_MID, Site.RESID_POST, Site.ATTN_OUT, Site.MLP_OUT)]

@@ -49,12 +49,18 @@ def test_select_follows_numpy(t, f, b):
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("blocks.3.hook_resid_post[:, 1:, :2201]", li.Target(site="resid_post", layer=3, tokens=slice(1, None), features=slice(None, 2201))),
+        (
+            "blocks.3.hook_resid_post[:, 1:, :2201]",
+            li.Target(site="resid_post", layer=3, tokens=slice(1, None), features=slice(None, 2201)),
+        ),
         ("resid_post.-1[:, -1, 2000]", li.Target(site="resid_post", layer=-1, tokens=-1, features=2000)),
         ("blocks.0.resid_mid", li.Target(site="resid_mid", layer=0)),
         ("hook_embed[:, 2:]", li.Target(site="embed", tokens=slice(2, None))),
         ("logits[:, -1, :]", li.Target(site="logits", tokens=-1)),
-        ("blocks.2.hook_mlp_out[0, ::2, 5:9]", li.Target(site="mlp_out", layer=2, batch=0, tokens=slice(None, None, 2), features=slice(5, 9))),
+        (
+            "blocks.2.hook_mlp_out[0, ::2, 5:9]",
+            li.Target(site="mlp_out", layer=2, batch=0, tokens=slice(None, None, 2), features=slice(5, 9)),
+        ),
     ],
 )
 def test_parse_forms(text, expected):

@@ -24,6 +24,7 @@ CASES = [
     ("visualize-feature", lambda m: visualize_feature(m, target=f"{T}[:, :, 2:4]", n_tokens=1, **QUICK)),
     ("orthogonal-walk", lambda m: orthogonal_walk(m, PROMPT, target=T, **QUICK)),
     ("clamped-walk", lambda m: clamped_walk(m, PROMPT, target=T, inner_steps=2, **QUICK)),
+    ("invert-exact", lambda m: invert(m, PROMPT, target=f"{T}[:, 1:, :8]", method="exact", progress=False)),
 ]
 ERROR_CASES = [
     ("invert-bad-method", lambda m: invert(m, PROMPT, target=T, method="nope")),
@@ -31,5 +32,6 @@ ERROR_CASES = [
     ("invert-bad-loss", lambda m: invert(m, PROMPT, target=T, loss="l7", **QUICK)),
     ("visualize-bad-objective", lambda m: visualize_feature(m, target=T, n_tokens=1, objective="max")),
     ("walk-bad-dtype", lambda m: orthogonal_walk(m, PROMPT, target=T, dtype="float16")),
+    ("invert-exact-bad-order", lambda m: invert(m, PROMPT, target=T, method="exact", order="best")),
     ("clamped-walk-bad-clamp", lambda m: clamped_walk(m, PROMPT, target=T, clamp=50)),
 ]

@@ -1,0 +1,272 @@
+"""`li.report(model, prompt, path=...)`: every capability on one prompt, in one offline HTML file."""
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import plotly.graph_objects as go
+from tqdm.auto import tqdm
+
+from .ablation import AblationResult, ablation_sweep
+from .attribution import AttributionResult, attribute
+from .errors import OptionError
+from .hooks import adapter_for, preserves_model
+from .hooks.sites import Site, site_hook_name
+from .inversion import InversionResult, invert
+from .lens import LogitLensResult, logit_lens
+from .viz.report import ReportBuilder
+
+ATTRIBUTION_METHODS = ("grad_x_input", "occlusion", "combined")
+INVERSION_METHODS = ("embedding", "exact")
+
+
+@dataclass(frozen=True, kw_only=True)
+class InversionRow:
+    """One inversion of the report: a layer's resid_post inverted by one method."""
+
+    layer: int
+    method: str
+    result: InversionResult
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportResult:
+    """What `report` computed and where it wrote the HTML."""
+
+    path: Path
+    prompt: str
+    model_name: str
+    lens_final: LogitLensResult
+    lens_input: LogitLensResult
+    attributions: dict[str, AttributionResult]
+    inversions: tuple[InversionRow, ...]
+    ablation: AblationResult
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        acc = ", ".join(
+            f"L{row.layer} {row.method} {row.result.token_accuracy:.2f}"
+            for row in self.inversions
+            if row.result.token_accuracy is not None
+        )
+        return f"ReportResult(path={str(self.path)!r}, model={self.model_name!r}, token accuracy: {acc})"
+
+    def plot(self) -> go.Figure:
+        """The report's lead figure: KL(final ‖ layer) of the logit lens."""
+        return self.lens_final.plot(metric="kl")
+
+    def inversion_figure(self) -> go.Figure:
+        """Token accuracy per layer, one bar group per inversion method."""
+        fig = go.Figure()
+        for method in dict.fromkeys(row.method for row in self.inversions):
+            rows = [row for row in self.inversions if row.method == method]
+            fig.add_bar(
+                name=_METHOD_LABELS.get(method, method),
+                x=[f"block {row.layer}" for row in rows],
+                y=[row.result.token_accuracy for row in rows],
+                text=[f"{row.result.token_accuracy:.0%}" for row in rows],
+            )
+        fig.update_layout(
+            barmode="group",
+            title="Input tokens recovered from resid_post",
+            yaxis=dict(title="token accuracy", range=[0, 1.05], tickformat=".0%"),
+            height=380,
+        )
+        return fig
+
+
+_METHOD_LABELS = {"embedding": "gradient descent (research method)", "exact": "exact (verified search)"}
+
+
+def _default_layers(n_layers: int) -> list[int]:
+    return sorted({0, n_layers // 2, n_layers - 1})
+
+
+def _model_name(model) -> str:
+    name = str(getattr(model.cfg, "model_name", None) or type(model).__name__)
+    return Path(name).name if Path(name).is_absolute() else name
+
+
+@preserves_model
+def report(
+    model,
+    prompt: str,
+    /,
+    *,
+    path: "str | Path" = "report.html",
+    inversion_layers: Sequence[int] | None = None,
+    gradient_steps: int = 200,
+    ablation: str = "zero",
+    title: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> ReportResult:
+    """Run the logit lens, attribution, inversion and an ablation sweep; write one HTML file.
+
+    The file embeds plotly.js once, so it opens offline in any browser.
+
+    Args:
+        model: a TransformerLens model (TransformerBridge or HookedTransformer).
+        prompt: one prompt (a string).
+        path: where to write the HTML.
+        inversion_layers: blocks whose resid_post is inverted (default: first, middle, last).
+        gradient_steps: steps of the research's gradient-descent inversion.
+        ablation: the sweep's ablation ("zero", "mean" or "resample" of each resid_post cell;
+            mean/resample use the prompt itself as reference).
+        title: the page title (default names the model).
+        seed: seed for gradient inversion and the sweep.
+        progress: show a progress bar.
+
+    Returns:
+        A `ReportResult` with every result object and the written path.
+
+    Examples:
+        >>> res = li.report(model, "The sky is blue.", path="report.html")  # doctest: +SKIP
+    """
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise OptionError(f"report() takes one non-empty prompt string; got {prompt!r}.")
+    if gradient_steps < 1:
+        raise OptionError(f"gradient_steps must be at least 1; got {gradient_steps}.")
+    adapter = adapter_for(model)
+    layers = _default_layers(adapter.n_layers) if inversion_layers is None else list(inversion_layers)
+    if not layers:
+        raise OptionError("inversion_layers is empty; give at least one block index or None for the default.")
+    for layer in layers:
+        adapter.check_layer(layer, what="inversion layer")
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise OptionError(f"Cannot write the report to {str(path)!r}: folder {str(path.parent)!r} does not exist.")
+
+    steps = 2 + len(ATTRIBUTION_METHODS) + len(layers) * len(INVERSION_METHODS) + 2
+    bar = tqdm(total=steps, desc="report", disable=not progress, leave=False)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def step(label: str, fn):
+        bar.set_postfix_str(label)
+        t0 = time.perf_counter()
+        value = fn()
+        timings[label] = time.perf_counter() - t0
+        bar.update(1)
+        return value
+
+    try:
+        lens_final = step("logit lens (final)", lambda: logit_lens(model, prompt, compare="final", progress=False))
+        lens_input = step("logit lens (input)", lambda: logit_lens(model, prompt, compare="input", progress=False))
+        attributions = {
+            method: step(f"attribution ({method})", lambda m=method: attribute(model, prompt, method=m, progress=False))
+            for method in ATTRIBUTION_METHODS
+        }
+        inversions = []
+        for layer in layers:
+            target = site_hook_name(Site.RESID_POST, layer)
+            for method in INVERSION_METHODS:
+                options = dict(steps=gradient_steps, seed=seed) if method != "exact" else dict(seed=seed)
+                result = step(
+                    f"inversion (block {layer}, {method})",
+                    lambda t=target, m=method, o=options: invert(model, prompt, target=t, method=m, progress=False, **o),
+                )
+                inversions.append(InversionRow(layer=layer, method=method, result=result))
+        sweep = step(
+            "ablation sweep",
+            lambda: ablation_sweep(
+                model, prompt, ablation=ablation, reference=None if ablation == "zero" else prompt,
+                seed=seed, progress=False,
+            ),
+        )
+        result = ReportResult(
+            path=path,
+            prompt=prompt,
+            model_name=_model_name(adapter.model),
+            lens_final=lens_final,
+            lens_input=lens_input,
+            attributions=attributions,
+            inversions=tuple(inversions),
+            ablation=sweep,
+            seconds=0.0,
+            timings=timings,
+        )
+        step("write HTML", lambda: _write(result, adapter, title))
+    finally:
+        bar.close()
+    return replace(result, seconds=time.perf_counter() - started)
+
+
+def _write(result: ReportResult, adapter, title: str | None) -> Path:
+    cfg = adapter.cfg
+    page = ReportBuilder(title or f"lens_inversion report: {result.model_name}")
+    final = result.lens_final
+    page.table(
+        ["prompt", "model", "layers", "d_model", "vocabulary", "predicted next token"],
+        [[result.prompt, result.model_name, cfg.n_layers, cfg.d_model, adapter.d_vocab,
+          repr(final.token_str(int(final.final_top1[-1])))]],
+    )
+
+    page.heading(
+        "Logit lens against the final output",
+        note="Each row decodes one residual stream with the model's final norm (recomputed on that row) and "
+        "unembedding. KL(final ‖ row) in nats, and the rank of the model's final top-1 token in each row. "
+        "Cells show the row's top-1 token; outlined cells agree with the final prediction.",
+    )
+    page.figure(final.plot(metric="kl"))
+    page.figure(final.plot(metric="rank"))
+
+    page.heading(
+        "Logit lens against the input",
+        note="KL(input ‖ row), where 'input' is the lens's own distribution on the embedding row, and the "
+        "rank of the input token at each position: how long each layer still carries its own token.",
+    )
+    page.figure(result.lens_input.plot(metric="kl"))
+    page.figure(result.lens_input.plot(metric="rank"))
+
+    page.heading(
+        "Attribution of the next-token prediction",
+        note="Red = high, blue = low. Gradient × input: |∂O/∂a| ⊙ a summed over d_model. Occlusion: each "
+        "token replaced by the pad token, L1 change of the output logits. Combined: the weighted mean of "
+        "both after max-abs normalisation, with their rank agreement.",
+    )
+    for attribution in result.attributions.values():
+        page.fragment(attribution.html())
+
+    page.heading(
+        "Input inversion from each layer",
+        note="Gradient descent on the input embedding (the research's method, pseudoinverse decoding) "
+        "against the exact verified search, on each block's resid_post. 'closer than shift' is the "
+        "research's yardstick: the result's output is closer to the target than that of the input "
+        "plus N(0, 1/20) noise.",
+    )
+    page.figure(result.inversion_figure())
+    page.table(
+        ["block", "method", "recovered text", "token accuracy", "distance", "closer than shift", "seconds"],
+        [
+            [
+                row.layer,
+                _METHOD_LABELS.get(row.method, row.method),
+                row.result.text,
+                f"{row.result.token_accuracy:.0%}" if row.result.token_accuracy is not None else "n/a",
+                f"{row.result.distance:.4g}" if row.result.distance is not None else "n/a",
+                row.result.closer_than_shift,
+                f"{row.result.seconds:.2f}",
+            ]
+            for row in result.inversions
+        ],
+    )
+
+    sweep = result.ablation
+    page.heading(
+        f"{sweep.ablation.capitalize()} ablation of each residual-stream cell",
+        note=f"Each cell ablates one (layer, position) of {sweep.site} and measures the {sweep.metric} of "
+        "the prediction at the last position against the clean run.",
+    )
+    page.figure(sweep.plot())
+    page.fragment(
+        '<p class="li-note">Timings (s): '
+        + ", ".join(f"{label} {seconds:.2f}" for label, seconds in result.timings.items())
+        + "</p>"
+    )
+    return page.write(result.path)
+
+
+__all__ = ["InversionRow", "ReportResult", "report"]

@@ -1,0 +1,88 @@
+"""The HTML report: its numbers are the capability functions' numbers, its HTML is offline and escaped."""
+
+import re
+
+import pytest
+import torch
+
+import lens_inversion as li
+
+PROMPT = "The sky is blue. The grass is"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return li.load_model("tiny")
+
+
+@pytest.fixture(scope="module")
+def written(tiny, tmp_path_factory):
+    path = tmp_path_factory.mktemp("report") / "report.html"
+    return li.report(tiny, PROMPT, path=path, gradient_steps=20, progress=False)
+
+
+def test_report_numbers_equal_the_capability_functions(tiny, written):
+    lens = li.logit_lens(tiny, PROMPT, progress=False)
+    torch.testing.assert_close(written.lens_final.kl, lens.kl, rtol=1e-5, atol=1e-6)
+    lens_in = li.logit_lens(tiny, PROMPT, compare="input", progress=False)
+    torch.testing.assert_close(written.lens_input.rank, lens_in.rank)
+    occlusion = li.attribute(tiny, PROMPT, method="occlusion", progress=False)
+    torch.testing.assert_close(written.attributions["occlusion"].scores, occlusion.scores, rtol=1e-5, atol=1e-6)
+    sweep = li.ablation_sweep(tiny, PROMPT, progress=False)
+    torch.testing.assert_close(written.ablation.values, sweep.values, rtol=1e-4, atol=1e-6)
+
+
+def test_report_inverts_first_middle_and_last_block_with_both_methods(tiny, written):
+    n = tiny.cfg.n_layers
+    assert sorted({row.layer for row in written.inversions}) == sorted({0, n // 2, n - 1})
+    assert {row.method for row in written.inversions} == {"embedding", "exact"}
+    true = tiny.to_tokens(PROMPT)
+    for row in written.inversions:
+        measured = float((row.result.tokens[:, 1:] == true[:, 1:]).float().mean())  # BOS is not scored
+        assert row.result.token_accuracy == pytest.approx(measured)
+        if row.method == "exact":
+            assert row.result.token_accuracy == 1.0
+
+
+def test_report_html_is_self_contained_with_every_section(written):
+    page = written.path.read_text(encoding="utf-8")
+    assert page.count("Plotly.newPlot") == 6  # lens final ×2, lens input ×2, inversion bars, ablation
+    # plotly.js embedded exactly once, and nothing fetched from the network.
+    assert len(re.findall(r"plotly\.js v\d", page)) == 1
+    assert not re.search(r"<script[^>]+src=[\"']https?://", page)
+    for heading in ("Logit lens against the final output", "Logit lens against the input",
+                    "Attribution of the next-token prediction", "Input inversion from each layer",
+                    "ablation of each residual-stream cell"):
+        assert heading in page
+    exact_text = next(r.result.text for r in written.inversions if r.method == "exact")
+    assert exact_text == PROMPT
+
+
+def test_report_escapes_the_prompt(tiny, tmp_path):
+    prompt = "<script>alert(1)</script> & more"
+    res = li.report(tiny, prompt, path=tmp_path / "r.html", gradient_steps=1, inversion_layers=[0], progress=False)
+    page = res.path.read_text(encoding="utf-8")
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in page
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "says"),
+    [
+        (dict(inversion_layers=[9]), li.TargetError, "out of range"),
+        (dict(inversion_layers=[]), li.OptionError, "inversion_layers is empty"),
+        (dict(gradient_steps=0), li.OptionError, "gradient_steps"),
+        (dict(ablation="melt"), li.OptionError, "melt"),
+        (dict(path="/nonexistent-folder/r.html"), li.OptionError, "does not exist"),
+    ],
+)
+def test_report_bad_options_raise_clear_errors(tiny, tmp_path, options, error, says):
+    options = {"path": tmp_path / "r.html", "progress": False, **options}
+    with pytest.raises(error, match=says):
+        li.report(tiny, PROMPT, **options)
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", ["a", "b"]])
+def test_report_takes_one_non_empty_prompt(tiny, tmp_path, prompt):
+    with pytest.raises(li.OptionError, match="one non-empty prompt"):
+        li.report(tiny, prompt, path=tmp_path / "r.html", progress=False)
