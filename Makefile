@@ -8,7 +8,7 @@ TL_SPEC ?= transformer-lens>=4.3,<5
 PROMPT ?= The sky is blue.
 BIN := $(VENV)/bin
 
-.PHONY: install install-dev report test lint docs clean
+.PHONY: install install-dev report test lint docs picture clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ install: $(BIN)/python
 	$(BIN)/pip install --quiet "$(TL_SPEC)" -e .
 
 install-dev: install
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,docs]"
 
 report: install
 	HF_HUB_OFFLINE=1 $(BIN)/lens-inversion report "$(PROMPT)" --out report.html
@@ -29,6 +29,12 @@ test: install-dev
 
 lint: install-dev
 	$(BIN)/ruff check .
+
+docs: install-dev
+	NO_MKDOCS_2_WARNING=1 HF_HUB_OFFLINE=1 $(BIN)/mkdocs build --strict
+
+picture: install
+	HF_HUB_OFFLINE=1 $(BIN)/python docs/make_report_picture.py
 
 clean:
 	rm -rf $(VENV) .venv-tl3 build dist *.egg-info .pytest_cache
