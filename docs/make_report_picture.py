@@ -1,6 +1,6 @@
 """Render the README's picture of the report with headless Chromium (Debian package `chromium`).
 
-    python docs/make_report_picture.py            # writes docs/img/report.png (and docs/img/report.html)
+Run `python docs/make_report_picture.py` (or `make picture`): writes docs/img/report.png.
 """
 
 import argparse

@@ -73,6 +73,36 @@ class Capture:
         return self.acts[(site, layer)]
 
 
+@dataclass
+class CapturePlan:
+    """Where a capturing run may stop, the hooks that record its activations, and their store."""
+
+    stop: int | None
+    acts: dict
+    hooks: list
+
+    @classmethod
+    def make(cls, n_layers: int, capture, embeds: Tensor | None, *, need_logits: bool) -> "CapturePlan":
+        """Plan a run that captures `capture` (site, layer) pairs, optionally replacing the embedding."""
+        capture = list(dict.fromkeys(capture))
+        need_logits = need_logits or any(site is Site.LOGITS for site, _ in capture)
+        deepest = max((layer for site, layer in capture if site.per_block), default=-1)
+        stop = None if need_logits or deepest + 1 >= n_layers else deepest + 1
+        acts: dict[tuple[Site, int | None], Tensor] = {}
+
+        def saver(key):
+            def save(x, hook):
+                acts[key] = x
+
+            return save
+
+        hooks: list[tuple[str, HookFn]] = []
+        if embeds is not None:
+            hooks.append((site_hook_name(Site.EMBED, None), lambda x, hook: embeds.to(x.dtype)))
+        hooks += [(site_hook_name(s, layer), saver((s, layer))) for s, layer in capture if s is not Site.LOGITS]
+        return cls(stop=stop, acts=acts, hooks=hooks)
+
+
 class ModelAdapter:
     """Backend-independent access to sizes, weights, tokenization and hooked runs."""
 
@@ -314,22 +344,8 @@ class ModelAdapter:
             if embeds is None:
                 raise PromptError("run() needs tokens or embeds.")
             tokens = torch.zeros(embeds.shape[:2], dtype=torch.long, device=embeds.device)
-        capture = list(dict.fromkeys(capture))
-        need_logits = need_logits or any(site is Site.LOGITS for site, _ in capture)
-        deepest = max((layer for site, layer in capture if site.per_block), default=-1)
-        stop = None if need_logits or deepest + 1 >= self.n_layers else deepest + 1
-        acts: dict[tuple[Site, int | None], Tensor] = {}
-
-        def saver(key):
-            def save(x, hook):
-                acts[key] = x
-
-            return save
-
-        run_hooks: list[tuple[str, HookFn]] = []
-        if embeds is not None:
-            run_hooks.append((self.hook_name(Site.EMBED, None), lambda x, hook: embeds.to(x.dtype)))
-        run_hooks += [(self.hook_name(s, layer), saver((s, layer))) for s, layer in capture if s is not Site.LOGITS]
+        plan = CapturePlan.make(self.n_layers, capture, embeds, need_logits=need_logits)
+        stop, acts, run_hooks = plan.stop, plan.acts, plan.hooks
         with attached(self.model, list(hooks) + run_hooks):
             out = self._forward(tokens, stop_at_layer=stop)
         logits = None
@@ -361,4 +377,4 @@ def adapter_for(model) -> ModelAdapter:
     return model if isinstance(model, ModelAdapter) else ModelAdapter(model)
 
 
-__all__ = ["Capture", "ModelAdapter", "Prompt", "adapter_for", "unwrap_model", "wire_bridge_internals", "Callable"]
+__all__ = ["Capture", "CapturePlan", "ModelAdapter", "Prompt", "adapter_for", "unwrap_model", "wire_bridge_internals", "Callable"]

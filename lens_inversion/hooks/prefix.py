@@ -22,9 +22,9 @@ from torch import Tensor
 
 from .._typing import Embeds, Tokens
 from ..errors import OptionError, PromptError, check_choice
-from .adapter import Capture, ModelAdapter, adapter_for
+from .adapter import Capture, CapturePlan, ModelAdapter, adapter_for
 from .interventions import HookFn, attached
-from .sites import Site, site_hook_name
+from .sites import Site
 
 Reuse = Literal["auto", "cache", "recompute"]
 REUSE = ("auto", "cache", "recompute")
@@ -221,22 +221,8 @@ def run_after(
     if prefix.backend == "recompute":
         return _run_recompute(prefix, tokens, embeds, capture, hooks, need_logits)
 
-    capture = list(dict.fromkeys(capture))
-    need_logits = need_logits or any(site is Site.LOGITS for site, _ in capture)
-    deepest = max((layer for site, layer in capture if site.per_block), default=-1)
-    stop = None if need_logits or deepest + 1 >= adapter.n_layers else deepest + 1
-    acts: dict[tuple[Site, int | None], Tensor] = {}
-
-    def saver(key):
-        def save(x, hook):
-            acts[key] = x
-
-        return save
-
-    run_hooks: list[tuple[str, HookFn]] = []
-    if embeds is not None:
-        run_hooks.append((site_hook_name(Site.EMBED, None), lambda x, hook: embeds.to(x.dtype)))
-    run_hooks += [(site_hook_name(s, layer), saver((s, layer))) for s, layer in capture if s is not Site.LOGITS]
+    plan = CapturePlan.make(adapter.n_layers, capture, embeds, need_logits=need_logits)
+    stop, acts, run_hooks = plan.stop, plan.acts, plan.hooks
     cache = _expanded_cache(prefix, batch)
     mask = _ones(batch, p + n, tokens.device)
     with attached(adapter.model, list(hooks) + run_hooks):
