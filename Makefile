@@ -8,7 +8,7 @@ TL_SPEC ?= transformer-lens>=4.3,<5
 PROMPT ?= The sky is blue.
 BIN := $(VENV)/bin
 
-.PHONY: install install-dev report test lint docs picture clean
+.PHONY: install install-dev report test lint docs pictures clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,8 @@ lint: install-dev
 docs: install-dev
 	NO_MKDOCS_2_WARNING=1 HF_HUB_OFFLINE=1 $(BIN)/mkdocs build --strict
 
-picture: install
-	HF_HUB_OFFLINE=1 $(BIN)/python docs/make_report_picture.py
+pictures: install
+	HF_HUB_OFFLINE=1 $(BIN)/python docs/make_pictures.py
 
 clean:
 	rm -rf $(VENV) .venv-tl3 build dist *.egg-info .pytest_cache

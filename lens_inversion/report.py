@@ -258,9 +258,11 @@ def _write(result: ReportResult, adapter, title: str | None) -> Path:
     page.heading(
         f"{sweep.ablation.capitalize()} ablation of each residual-stream cell",
         note=f"Each cell ablates one (layer, position) of {sweep.site} and measures the {sweep.metric} of "
-        "the prediction at the last position against the clean run.",
+        "the prediction at the last position against the clean run"
+        + (" (log colour scale, so effects far smaller than ablating the last token itself stay visible)."
+           if sweep.metric == "kl" else "."),
     )
-    page.figure(sweep.plot())
+    page.figure(sweep.plot(log=sweep.metric == "kl"))
     page.fragment(
         '<p class="li-note">Timings (s): '
         + ", ".join(f"{label} {seconds:.2f}" for label, seconds in result.timings.items())

@@ -60,9 +60,16 @@ class AblationResult:
         where = "" if self.readout is None else f" (readout {self.readout}: {self.str_tokens[self.readout]!r})"
         return f"{self.ablation} ablation of {self.site}: {what}{where}"
 
-    def plot(self, *, title: str | None = None):
-        """Heatmap over layers × positions, or one curve per layer over the kept width."""
+    def plot(self, *, title: str | None = None, log: bool = False):
+        """Heatmap over layers × positions, or one curve per layer over the kept width.
+
+        `log=True` colours the heatmap by log10 of the values (non-negative metrics such
+        as KL), so small effects stay visible beside the ablation of the readout token
+        itself; hover text shows the raw values either way.
+        """
         import plotly.graph_objects as go
+
+        from ..viz.heatmap import log_color_values
 
         values = self.values.detach().float().cpu().numpy()
         title = title or self._title()
@@ -76,14 +83,19 @@ class AblationResult:
             fig.add_hline(y=self.clean, line_dash="dot", annotation_text="clean")
             fig.update_layout(title=title, xaxis_title="features kept", yaxis_title=self.metric)
             return fig
+        z, colorbar = values, dict(title=self.metric)
+        if log:
+            z, ticks, labels = log_color_values(values)
+            colorbar = dict(title=f"{self.metric} (log)", tickvals=ticks, ticktext=labels)
         fig = go.Figure(
             go.Heatmap(
-                z=values,
+                z=z,
+                customdata=values,
                 x=self.column_labels,
                 y=[f"layer {lay}" for lay in self.layers],
                 colorscale="Viridis",
-                colorbar=dict(title=self.metric),
-                hovertemplate="%{y}, %{x}<br>" + self.metric + " = %{z:.4g}<extra></extra>",
+                colorbar=colorbar,
+                hovertemplate="%{y}, %{x}<br>" + self.metric + " = %{customdata:.4g}<extra></extra>",
             )
         )
         fig.update_layout(title=title, xaxis_title="ablated position", yaxis_title="ablated layer")

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
+from ..errors import OptionError
+
 # Colour-blind-safe sequential scales (perceptually uniform, readable in greyscale).
 SAFE_SCALES = ("Viridis", "Cividis", "Plasma", "Inferno", "Magma")
 
@@ -30,6 +32,27 @@ def _log_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
     """Colour-bar ticks at 1, 10, 100, ... between lo and hi (in log10 units)."""
     vals = [float(e) for e in range(int(np.floor(lo)), int(np.ceil(hi)) + 1)]
     return vals, [f"{10**v:g}" for v in vals]
+
+
+def log_color_values(values: np.ndarray, *, dynamic_range: float = 1e4) -> tuple[np.ndarray, list[float], list[str]]:
+    """log10 of non-negative values for colouring, floored at max / dynamic_range; with colour-bar ticks.
+
+    Negatives within float rounding of zero are coloured as the floor.
+
+    Raises:
+        OptionError: when a value is negative (a log colour scale cannot show it).
+    """
+    finite = values[np.isfinite(values)]
+    rounding = 1e-5 * float(np.abs(finite).max()) if finite.size else 0.0  # KL of equal rows can be -1e-7
+    if finite.size and finite.min() < -rounding:
+        raise OptionError(
+            f"A log colour scale needs non-negative values; the smallest is {finite.min():.4g}. Use log=False."
+        )
+    top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    floor = top / dynamic_range
+    z = np.log10(np.clip(values, floor, None))
+    ticks, labels = _log_ticks(float(np.log10(floor)), float(np.log10(top)))
+    return z, ticks, labels
 
 
 def _outline_traces(mask: np.ndarray) -> list[go.Scatter]:

@@ -1,0 +1,56 @@
+"""Render the pictures of the README and the docs with headless Chromium (Debian package `chromium`).
+
+Run `python docs/make_pictures.py` (or `make pictures`): writes docs/img/*.png from the
+embedded model. Each picture is the HTML the library itself writes, screenshotted.
+"""
+
+import argparse
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import lens_inversion as li
+from lens_inversion.viz.html import write_figures_html
+
+IMG = Path(__file__).parent / "img"
+PROMPT = "The sky is blue. The grass is green. The sun is"
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    raise SystemExit("No Chromium found: install Debian's `chromium` package.")
+
+
+def screenshot(html: Path, png: Path, *, width: int, height: int) -> None:
+    subprocess.run(
+        [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         f"--window-size={width},{height}", "--virtual-time-budget=10000", f"--screenshot={png.resolve()}",
+         html.as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )
+    print(f"wrote {png}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=IMG)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = li.load_model("tiny")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        report = li.report(model, PROMPT, path=tmp / "report.html", progress=False)
+        screenshot(report.path, args.out / "report.png", width=1280, height=1700)
+        report.attributions["combined"].to_html(tmp / "attribution.html")
+        screenshot(tmp / "attribution.html", args.out / "attribution.png", width=1100, height=260)
+        write_figures_html(tmp / "ablation.html", report.ablation.plot(log=True))
+        screenshot(tmp / "ablation.html", args.out / "ablation.png", width=1000, height=480)
+        write_figures_html(tmp / "inversion.html", report.inversion_figure())
+        screenshot(tmp / "inversion.html", args.out / "inversion.png", width=900, height=400)
+
+
+if __name__ == "__main__":
+    main()
