@@ -30,3 +30,17 @@ def check_choice(name: str, value: object, choices: tuple) -> None:
     if value not in choices:
         valid = ", ".join(repr(c) for c in choices)
         raise OptionError(f"{name}={value!r} is not valid; choose one of: {valid}.")
+
+
+def check_seed(value: object, *, name: str = "seed", allow_none: bool = True) -> None:
+    """Raise OptionError unless `value` is an integer seed (or None when allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        valid = "an integer or None" if allow_none else "an integer"
+        raise OptionError(f"{name}={value!r} is not valid; give {valid}.")
+
+
+def check_bool(name: str, value: object) -> None:
+    """Raise OptionError unless `value` is True or False."""
+    check_choice(name, value, (True, False))

@@ -175,7 +175,7 @@ def spec_plan(adapter: ModelAdapter, spec: Spec) -> ah.HookPlan:
 def compile_specs(adapter: ModelAdapter, specs: Sequence[Spec]) -> tuple[list, list[list[int]]]:
     """All specs' hooks in one ordered list, and for each spec the indices of its hooks."""
     if not specs:
-        raise OptionError("Give at least one ablation spec, e.g. RemoveResidual(0, around='attn').")
+        raise OptionError("Got no ablation spec; give at least one, e.g. RemoveResidual(0, around='attn').")
     plans = []
     for spec in specs:
         try:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import OptionError, PromptError, check_choice
+from ..errors import OptionError, PromptError, check_choice, check_seed
 from ..hooks import ablation_hooks as ah
 from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.prefix import PrefixState
@@ -183,6 +183,12 @@ def ablation_sweep(
             f"site={site.value!r} cannot be ablated; "
             "choose resid_pre, resid_mid, resid_post, attn_out, mlp_out or embed."
         )
+    check_seed(seed, allow_none=False)
+    check_choice("progress", progress, (True, False))
+    if isinstance(layers, int):
+        layers = [layers]
+    if isinstance(positions, int):
+        positions = [positions]
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise OptionError(f"batch_size must be a positive integer; got {batch_size!r}.")
     batch = adapter.prompt(prompt)

@@ -9,6 +9,8 @@ with g the gradient × input scores, o the occlusion scores and (w_g, w_o) the w
 (ties get their average rank).
 """
 
+import math
+
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
@@ -35,6 +37,8 @@ def check_weights(weights) -> tuple[float, float]:
         w_g, w_o = (float(w) for w in weights)
     except (TypeError, ValueError):
         raise OptionError(f"weights must be two numbers (grad_x_input, occlusion); got {weights!r}.") from None
+    if not (math.isfinite(w_g) and math.isfinite(w_o)):
+        raise OptionError(f"weights must be two finite numbers (grad_x_input, occlusion); got {weights!r}.")
     return w_g, w_o
 
 

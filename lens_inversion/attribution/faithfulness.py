@@ -25,7 +25,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import OptionError, PromptError
+from ..errors import OptionError, PromptError, check_seed
 from ..hooks.preserve import preserves_model
 from .api import predict, prepare
 from .objective import build_objective
@@ -138,6 +138,7 @@ def faithfulness(
         raise OptionError(f"result must be an AttributionResult from attribute(); got {type(result).__name__}.")
     if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
         raise OptionError(f"n_random must be a positive integer; got {n_random!r}.")
+    check_seed(seed, allow_none=False)
     check_chunk(chunk_size)
     spec = result.spec
     setup = prepare(model, prompt, include_bos=spec.include_bos)

@@ -26,17 +26,28 @@ def unwrap_model(model) -> nn.Module:
     return model.model if isinstance(model, ModelAdapter) else model
 
 
+def check_model(model) -> str:
+    """Return the backend ("bridge" or "hooked") of `model`, or raise UnsupportedModelError."""
+    return _backend(model)
+
+
 def _backend(model) -> str:
     if not isinstance(model, nn.Module) or not hasattr(model, "cfg") or not hasattr(model, "hook_dict"):
         raise UnsupportedModelError(
             f"Expected a TransformerLens model (TransformerBridge or HookedTransformer), "
-            f"got {type(model).__name__}. Load one with li.load_model(...)."
+            f"got {_describe(model)}. Load one with li.load_model(...)."
         )
     if hasattr(model, "original_model") or type(model).__name__.endswith("Bridge"):
         return "bridge"
     if hasattr(model, "blocks") and hasattr(model, "unembed"):
         return "hooked"
     raise UnsupportedModelError(f"{type(model).__name__} is a hooked module but not a transformer we support.")
+
+
+def _describe(value) -> str:
+    """A short description of an unsupported model argument: its type, and the value when it is short."""
+    text = repr(value)
+    return f"{type(value).__name__} {text}" if len(text) <= 40 else type(value).__name__
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,6 +256,8 @@ class ModelAdapter:
 
     def token_id(self, token: "str | int") -> int:
         """One token id from an id or a string that encodes to exactly one token."""
+        if isinstance(token, bool) or not isinstance(token, (int, str)):
+            raise PromptError(f"A token is an integer id or a single-token string; got {type(token).__name__} {token!r}.")
         if isinstance(token, int):
             ids = [token]
         elif self.tokenizer is None:
@@ -259,7 +272,7 @@ class ModelAdapter:
         if self.tokenizer is None:
             raise PromptError("The model has no tokenizer; pass token ids as a LongTensor instead of text.")
         if not text:
-            raise PromptError("The prompt is empty; give at least one character of text.")
+            raise PromptError(f"The prompt is empty (got {text!r}); give at least one character of text.")
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         if prepend_bos and self.bos_token_id is not None:
             ids = [self.bos_token_id, *ids]
@@ -275,6 +288,8 @@ class ModelAdapter:
         elif isinstance(prompt, Tensor):
             if prompt.is_floating_point() or prompt.is_complex() or prompt.dtype == torch.bool:
                 raise PromptError(f"Token tensors must hold integer ids; got dtype {prompt.dtype}.")
+            if prompt.device.type == "meta":
+                raise PromptError("Token tensors on the 'meta' device hold no ids; give them on 'cpu' or the model's device.")
             if prompt.ndim == 1:
                 prompt, batched = prompt[None], False
             if prompt.ndim != 2 or prompt.numel() == 0:
@@ -284,7 +299,7 @@ class ModelAdapter:
             rows = [self._encode(p, prepend_bos) for p in prompt]
         else:
             raise PromptError(
-                f"A prompt must be a string, a non-empty list of strings or a LongTensor of ids; got {type(prompt).__name__}."
+                f"A prompt must be a string, a non-empty list of strings or a LongTensor of ids; got {_describe(prompt)}."
             )
         lengths = [len(r) for r in rows]
         if max(lengths) > self.n_ctx:
@@ -311,7 +326,9 @@ class ModelAdapter:
     def check_layer(self, layer: int, *, what: str = "layer") -> int:
         """Normalise a possibly negative layer index, or raise naming the valid range."""
         n = self.n_layers
-        if not isinstance(layer, int) or isinstance(layer, bool) or not -n <= layer < n:
+        if not isinstance(layer, int) or isinstance(layer, bool):
+            raise TargetError(f"{what}={layer!r} is not an integer layer index; this model has layers 0..{n - 1} (or -{n}..-1).")
+        if not -n <= layer < n:
             raise TargetError(f"{what}={layer!r} is out of range; this model has layers 0..{n - 1} (or -{n}..-1).")
         return layer % n
 
@@ -377,4 +394,7 @@ def adapter_for(model) -> ModelAdapter:
     return model if isinstance(model, ModelAdapter) else ModelAdapter(model)
 
 
-__all__ = ["Capture", "CapturePlan", "ModelAdapter", "Prompt", "adapter_for", "unwrap_model", "wire_bridge_internals", "Callable"]
+__all__ = [
+    "Capture", "CapturePlan", "ModelAdapter", "Prompt", "adapter_for", "check_model", "unwrap_model", "wire_bridge_internals",
+    "Callable",
+]

@@ -73,9 +73,11 @@ def preserves_model(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(model, *args, **kwargs):
-        from .adapter import unwrap_model
+        from .adapter import check_model, unwrap_model
 
-        with preserved(unwrap_model(model)):
+        inner = unwrap_model(model)
+        check_model(inner)  # a clear UnsupportedModelError before anything touches it
+        with preserved(inner):
             return fn(model, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

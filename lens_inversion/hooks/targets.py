@@ -1,5 +1,6 @@
 """Target: a hook site plus a batch, token and feature slice, with an exact string form."""
 
+import operator
 import re
 from dataclasses import dataclass, field
 
@@ -55,13 +56,21 @@ def _check_index(index: Index, what: str) -> Index:
 
 def index_positions(index: Index, size: int, what: str) -> list[int]:
     """The concrete indices an int or slice selects from `size` items (NumPy semantics)."""
+    if not isinstance(index, (int, slice)) and hasattr(type(index), "__index__"):
+        try:  # NumPy and 0-d tensor integers
+            index = operator.index(index)
+        except TypeError:
+            pass
+    _check_index(index, what)
     if isinstance(index, int):
         if not -size <= index < size:
             raise TargetError(f"{what} index {index} is out of range for size {size} (valid: {-size}..{size - 1}).")
         return [index % size]
     chosen = list(range(size))[index]
     if not chosen:
-        raise TargetError(f"{what} slice {_format_index(index)!r} selects nothing from size {size}.")
+        raise TargetError(
+            f"{what} slice {_format_index(index)!r} selects nothing from size {size} (valid indices: 0..{size - 1})."
+        )
     return chosen
 
 

@@ -38,15 +38,20 @@ def invert(model, prompt_or_activation, /, *, target, method: Method = "embeddin
     """
     check_choice("method", method, METHODS)
     if method == "exact":
-        from .exact import invert_exact
+        from .exact import EXACT_OPTIONS, invert_exact
 
+        _check_options(method, options, EXACT_OPTIONS)
         return invert_exact(model, prompt_or_activation, target=target, **options)
     from .gradient import GRADIENT_OPTIONS, invert_gradient
 
-    unknown = sorted(set(options) - set(GRADIENT_OPTIONS))
+    _check_options(method, options, GRADIENT_OPTIONS)
+    return invert_gradient(model, prompt_or_activation, target=target, method=method, **options)
+
+
+def _check_options(method: str, options: dict, valid: tuple) -> None:
+    unknown = sorted(set(options) - set(valid))
     if unknown:
         raise OptionError(
             f"Unknown option(s) {', '.join(unknown)} for method={method!r}; "
-            f"valid: {', '.join(sorted(GRADIENT_OPTIONS))}."
+            f"valid: {', '.join(sorted(valid))}."
         )
-    return invert_gradient(model, prompt_or_activation, target=target, method=method, **options)

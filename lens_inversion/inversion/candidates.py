@@ -30,6 +30,11 @@ def allowed_ids(adapter: ModelAdapter, allowed_tokens) -> Int[Tensor, " k"]:
     """
     if allowed_tokens is None:
         return torch.arange(adapter.d_vocab, device=adapter.device)
+    if isinstance(allowed_tokens, str):
+        raise OptionError(
+            f"allowed_tokens must be a list of token ids or single-token strings, or a tensor; got the string {allowed_tokens!r} "
+            f"(write [{allowed_tokens!r}] for one token)."
+        )
     if isinstance(allowed_tokens, Tensor):
         if allowed_tokens.is_floating_point():
             raise OptionError(f"allowed_tokens must hold integer ids; got dtype {allowed_tokens.dtype}.")

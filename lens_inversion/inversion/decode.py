@@ -60,7 +60,14 @@ def allowed_mask(adapter: ModelAdapter, allowed_tokens, d_vocab: int | None = No
     if allowed_tokens is None:
         return None
     d_vocab = d_vocab or adapter.d_vocab
+    if isinstance(allowed_tokens, str):
+        raise OptionError(
+            f"allowed_tokens must be a list of token ids or single-token strings, or a tensor; got the string {allowed_tokens!r} "
+            f"(write [{allowed_tokens!r}] for one token)."
+        )
     if isinstance(allowed_tokens, Tensor):
+        if allowed_tokens.is_floating_point() or allowed_tokens.is_complex():
+            raise OptionError(f"allowed_tokens must hold integer ids or be a boolean mask; got dtype {allowed_tokens.dtype}.")
         if allowed_tokens.dtype == torch.bool:
             if allowed_tokens.shape != (d_vocab,):
                 raise OptionError(
@@ -146,12 +153,24 @@ def decode_embeddings(
         [..., pos, top_k] token ids.
     """
     adapter = adapter_for(model)
-    if not isinstance(top_k, int) or top_k < 1:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise OptionError(f"top_k must be a positive integer; got {top_k!r}.")
-    if embeds.shape[-1] != adapter.d_model:
+    if not isinstance(embeds, Tensor):
+        raise OptionError(f"embeds must be a float tensor [..., pos, d_model={adapter.d_model}]; got {type(embeds).__name__}.")
+    if not embeds.is_floating_point():
         raise OptionError(
-            f"embeds has shape {tuple(embeds.shape)} but its last axis should be d_model={adapter.d_model}."
+            f"embeds must be a float tensor of embeddings; got dtype {embeds.dtype} (to decode token ids, "
+            "use the tokenizer; to decode embeddings, give floats)."
         )
+    if embeds.ndim < 2 or embeds.shape[-1] != adapter.d_model:
+        raise OptionError(
+            f"embeds has shape {tuple(embeds.shape)} but should be [..., pos, d_model={adapter.d_model}]."
+        )
+    if embeds.device.type == "meta":
+        raise OptionError(f"embeds is on the 'meta' device and holds no values; give a real tensor (the model is on {adapter.device}).")
+    bad = int((~torch.isfinite(embeds)).sum())
+    if bad:
+        raise OptionError(f"embeds contains NaN or inf values ({bad} of {embeds.numel()} entries); give finite embeddings.")
     table = EmbeddingTable.of(adapter)
     scores = embedding_scores(table, embeds, decoding=decoding, subtract_positions=subtract_positions)
     return top_tokens(scores, allowed_mask(adapter, allowed_tokens), top_k)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import OptionError, check_choice
+from ..errors import OptionError, check_bool, check_choice, check_seed
 from ..hooks import ModelAdapter, Site, adapter_for, preserves_model
 from ..hooks.prefix import REUSE, PrefixState, run_after
 from .candidates import ORDERS, allowed_ids, order_candidates
@@ -251,6 +251,12 @@ def _distances(adapter: ModelAdapter, observed: Observed, tokens: Tensor, embeds
     return total.sqrt()
 
 
+EXACT_OPTIONS = (
+    "allowed_tokens", "n_pos", "beam", "hidden_top", "order", "batch_size", "tolerance", "exhaustive", "reuse",
+    "progress", "seed",
+)
+
+
 @preserves_model
 def invert_exact(
     model,
@@ -309,6 +315,8 @@ def invert_exact(
     """
     check_choice("order", order, ORDERS)
     check_choice("reuse", reuse, REUSE)
+    check_seed(seed)
+    check_bool("progress", progress)
     for name, value in (("beam", beam), ("hidden_top", hidden_top), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise OptionError(f"{name}={value!r} must be a positive integer.")

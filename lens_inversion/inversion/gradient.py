@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import OptionError, PromptError, check_choice
+from ..errors import OptionError, PromptError, check_bool, check_choice, check_seed
 from ..hooks import Target, adapter_for, preserves_model
 from ..hooks.targets import index_positions
 from .decode import DECODINGS, EmbeddingTable, allowed_mask, embedding_scores, mask_scores
@@ -71,8 +71,11 @@ def _check(steps, lr, lr_end_factor, top_k, n_restarts, noise_std, shift_std) ->
     for name, value in (("steps", steps), ("top_k", top_k), ("n_restarts", n_restarts)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise OptionError(f"{name} must be a positive integer; got {value!r}.")
-    if lr is not None and not lr > 0:
-        raise OptionError(f"lr must be positive; got {lr!r}.")
+    for name, value in (("lr_end_factor", lr_end_factor), ("noise_std", noise_std), ("shift_std", shift_std)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise OptionError(f"{name} must be a number; got {value!r}.")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
+        raise OptionError(f"lr must be a positive number (or None for the optimizer's default); got {lr!r}.")
     if not 0 < lr_end_factor <= 1:
         raise OptionError(f"lr_end_factor must lie in (0, 1]; got {lr_end_factor!r}.")
     if noise_std < 0 or shift_std < 0:
@@ -162,6 +165,8 @@ def invert_gradient(
     decoding = decoding or ("pinv" if method == "embedding" else "argmax")
     check_choice("decoding", decoding, DECODINGS + (("argmax",) if method == "direct" else ()))
     _check(steps, lr, lr_end_factor, top_k, n_restarts, noise_std, shift_std)
+    check_seed(seed)
+    check_bool("progress", progress)
     adapter = adapter_for(model)
     loss_fn = loss_function(loss, alpha=alpha, beta=beta)
     targets = as_targets(adapter, target)

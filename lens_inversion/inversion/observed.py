@@ -28,7 +28,7 @@ def as_targets(model, target: "str | Target | Sequence[str | Target]") -> tuple[
     """Parse and resolve one target or a list of them (several layers at once)."""
     raw = [target] if isinstance(target, (str, Target)) else list(target)
     if not raw:
-        raise TargetError("Give at least one target, e.g. 'blocks.0.hook_resid_post'.")
+        raise TargetError(f"Give at least one target, e.g. 'blocks.0.hook_resid_post'; got {target!r}.")
     return tuple(Target.parse(t).resolve(model) for t in raw)
 
 
@@ -50,14 +50,24 @@ def observe(
     if isinstance(prompt_or_activation, (list, tuple)) and prompt_or_activation and all(
         isinstance(v, Tensor) and v.is_floating_point() for v in prompt_or_activation
     ):
-        values = [v if v.ndim == 3 else v[None] for v in prompt_or_activation]
+        values = [v[None] if v.ndim == 2 else v for v in prompt_or_activation]
         if len(values) != len(targets):
             raise PromptError(f"Got {len(values)} activation tensors for {len(targets)} targets; give one per target.")
         for t, v in zip(targets, values, strict=False):
             if v.ndim != 3:
-                raise PromptError(f"Activation for {t} must be [batch, tokens, features]; got shape {tuple(v.shape)}.")
-            if not torch.isfinite(v).all():
-                raise PromptError(f"Activation for {t} contains NaN or inf values.")
+                raise PromptError(
+                    f"Activation for {t} must be [batch, tokens, features] (or [tokens, features]); got shape {tuple(v.shape)}."
+                )
+            if v.device.type == "meta":
+                raise PromptError(
+                    f"Activation for {t} is on the 'meta' device and holds no values; "
+                    f"give a real tensor (the model is on {adapter.device})."
+                )
+            bad = int((~torch.isfinite(v)).sum())
+            if bad:
+                raise PromptError(
+                    f"Activation for {t} contains NaN or inf values ({bad} of {v.numel()} entries); give finite values."
+                )
         if n_pos is None:
             n_pos = values[0].shape[1]
         if not 0 < n_pos <= adapter.n_ctx:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import OptionError, PromptError, check_choice
+from ..errors import OptionError, PromptError, check_choice, check_seed
 from ..hooks import Target, adapter_for, preserves_model
 from .decode import EmbeddingTable, embedding_scores
 from .observed import as_targets
@@ -115,6 +115,7 @@ def orthogonal_walk(
     _positive("steps", steps)
     _positive("step_size", step_size, float)
     walker = _Walker(model, prompt, target, dtype, fix_bos)
+    check_seed(seed)
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     e = walker.e0.clone()
     walker.record(e)
@@ -189,6 +190,7 @@ def clamped_walk(
     clamped = sorted({p % n_pos for p in raw})
     if any(p < walker.n_fixed for p in clamped):
         raise OptionError(f"clamp={clamp!r} includes the fixed BOS position; pass fix_bos=False to move it.")
+    check_seed(seed)
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     is_clamped = torch.zeros(1, n_pos, 1, dtype=torch.bool, device=walker.e0.device)
     is_clamped[:, clamped] = True

@@ -71,7 +71,9 @@ def _positions(positions, width: int) -> list[int]:
             )
         chosen = sorted({p % width for p in items})
     if not chosen:
-        raise OptionError(f"positions={positions!r} selects no position of a {width}-token prompt.")
+        raise OptionError(
+            f"positions={positions!r} selects no position of a {width}-token prompt (valid: 0..{width - 1} or -{width}..-1)."
+        )
     return chosen
 
 

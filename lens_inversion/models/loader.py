@@ -43,6 +43,14 @@ def load_model(
     """
     import torch
 
+    if not isinstance(name_or_dir, (str, os.PathLike)):
+        raise OptionError(
+            f"name_or_dir must be a string or path ('tiny', 'tiny-untrained', a local directory or a hub name); "
+            f"got {type(name_or_dir).__name__} {name_or_dir!r}."
+        )
+    name_or_dir = os.fspath(name_or_dir)
+    dtype = _check_dtype(dtype)
+    _check_device(device)
     path = EMBEDDED.get(name_or_dir, Path(name_or_dir))
     if name_or_dir in EMBEDDED and not path.exists():
         raise OptionError(f"The embedded model {name_or_dir!r} is not shipped in this install ({path} missing).")
@@ -61,6 +69,41 @@ def load_model(
         bridge.enable_compatibility_mode()
     bridge.eval()
     return bridge
+
+
+_DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
+
+
+def _check_dtype(dtype):
+    """A floating torch dtype from a dtype or its name; None stays None."""
+    import torch
+
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        name = dtype.removeprefix("torch.")
+        if name not in _DTYPE_NAMES:
+            raise OptionError(f"dtype={dtype!r} is not valid; choose one of: {', '.join(_DTYPE_NAMES)} (or a torch dtype).")
+        return getattr(torch, name)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise OptionError(
+            f"dtype={dtype!r} is not valid; a model's weights need a floating dtype: "
+            f"{', '.join('torch.' + n for n in _DTYPE_NAMES)} (use load_in_8bit / load_in_4bit to quantize)."
+        )
+    return dtype
+
+
+def _check_device(device) -> None:
+    import torch
+
+    if device is None:
+        return
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise OptionError(
+            f"device={device!r} is not a torch device; give e.g. 'cpu', 'cuda', 'cuda:1' or 'mps'."
+        ) from None
 
 
 def _looks_like_path(name: str) -> bool:
