@@ -38,7 +38,7 @@ class TrainConfig:
     n_layers: int = 4
     n_heads: int = 4
     d_mlp: int = 512
-    steps: int = 300
+    steps: int = 2500
     batch_size: int = 32
     lr: float = 2e-3
     warmup: int = 50
