@@ -17,7 +17,7 @@ examples:
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    """Keep the examples' line breaks and show every option's default."""
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,5 +1,6 @@
 """Target: a hook site plus a batch, token and feature slice, with an exact string form."""
 
+import contextlib
 import operator
 import re
 from dataclasses import dataclass, field
@@ -57,10 +58,8 @@ def _check_index(index: Index, what: str) -> Index:
 def index_positions(index: Index, size: int, what: str) -> list[int]:
     """The concrete indices an int or slice selects from `size` items (NumPy semantics)."""
     if not isinstance(index, (int, slice)) and hasattr(type(index), "__index__"):
-        try:  # NumPy and 0-d tensor integers
+        with contextlib.suppress(TypeError):  # NumPy and 0-d tensor integers
             index = operator.index(index)
-        except TypeError:
-            pass
     _check_index(index, what)
     if isinstance(index, int):
         if not -size <= index < size:

@@ -134,10 +134,11 @@ def _boot(source, device, dtype, load_in_8bit, load_in_4bit, device_map, hf_kwar
         quant = None
         if load_in_8bit or load_in_4bit:
             quant = BitsAndBytesConfig(load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit)
-        hf = AutoModelForCausalLM.from_pretrained(
+        # `source` is the shipped model, a local directory, or a hub name the user chose.
+        hf = AutoModelForCausalLM.from_pretrained(  # offline-ok
             source, quantization_config=quant, device_map=device_map or "auto", dtype=dtype, **hf_kwargs
         )
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)  # offline-ok
         bridge = TransformerBridge.boot_transformers(source, hf_model=hf, tokenizer=tokenizer, dtype=dtype)
     else:
         if device is None:

@@ -48,10 +48,7 @@ def test_fixture_models_last_and_first_layer(model, kind):
 @pytest.mark.parametrize("name", ["tiny", "untrained"])
 @pytest.mark.parametrize("kind", ["text", "random"])
 def test_embedded_models_every_depth(request, name, kind):
-    try:
-        model = request.getfixturevalue(name)
-    except Exception as error:  # the embedded assets ship separately
-        pytest.skip(f"embedded model {name!r} unavailable: {error}")
+    model = request.getfixturevalue(name)
     prompt = "Alice gave bread to Bob." if kind == "text" else _random_tokens(model, 7, seed=1)
     last = model.cfg.n_layers - 1
     for target in ("blocks.0.hook_resid_post", f"blocks.{last // 2}.hook_resid_mid", f"blocks.{last}.hook_resid_post"):
@@ -127,10 +124,8 @@ def test_activation_input_cache_and_recompute_agree(name):
 
 
 def test_batch_and_dispatcher(gpt2):
-    prompts = ["The sky is blue.", "The sea is deep."]
+    prompts = torch.cat([_random_tokens(gpt2, 6, seed=1), _random_tokens(gpt2, 6, seed=2)])  # equal lengths
     adapter = adapter_for(gpt2)
-    if adapter.prompt(prompts).lengths.unique().numel() != 1:
-        pytest.skip("prompts tokenize to different lengths")
     res = invert(gpt2, prompts, target="blocks.0.hook_resid_post", method="exact", **QUIET)
     assert torch.equal(res.tokens, adapter.prompt(prompts).tokens)
     assert len(res.positions) == 2 * res.tokens.shape[1] and len(res.texts) == 2
