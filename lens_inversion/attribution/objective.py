@@ -26,7 +26,7 @@ from ..hooks import ablation_hooks as ah
 from ..hooks.adapter import ModelAdapter
 from ..hooks.prefix import PrefixState, run_after
 from ..hooks.sites import Site
-from ..hooks.targets import Target
+from ..hooks.targets import Target, looks_like_target
 
 Outputs = Float[Tensor, "batch row k"]
 TargetLike = "None | int | str | Target | Callable"
@@ -36,11 +36,6 @@ OCCLUSION_METRICS = ("l1", "kl", "logit_drop", "logprob_drop")
 def widen(x: Tensor) -> Tensor:
     """float32 for half/bfloat16/float32 activations; float64 kept."""
     return x if x.dtype == torch.float64 else x.float()
-
-
-def _looks_like_target(text: str) -> bool:
-    text = text.strip()
-    return "[" in text or text.startswith(("blocks.", "hook_")) or text == "logits"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,7 +170,7 @@ def build_objective(adapter: ModelAdapter, tokens: Tokens, target, *, per_output
     """
     n = tokens.shape[1]
     last = n - 1
-    if isinstance(target, str) and _looks_like_target(target):
+    if isinstance(target, str) and looks_like_target(target):
         target = Target.parse(target)
     if target is None:
         rows = list(range(n)) if per_output else [last]

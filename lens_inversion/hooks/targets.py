@@ -219,6 +219,12 @@ class Target:
         return target.select(capture[target.key]).detach()
 
 
+def looks_like_target(text: str) -> bool:
+    """Whether a string names an activation ("blocks.1.hook_resid_post[...]") rather than a token."""
+    text = text.strip()
+    return "[" in text or text.startswith(("blocks.", "hook_")) or text == "logits"
+
+
 def as_target(value: "str | Target") -> Target:
     """Accept a Target or its string form."""
     return Target.parse(value)

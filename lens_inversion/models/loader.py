@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import OptionError
+from ..hooks.boot import boot_bridge
 
 ASSETS = Path(__file__).parent / "assets"
 EMBEDDED = {
@@ -64,7 +65,8 @@ def load_model(
         raise OptionError("Choose one of load_in_8bit and load_in_4bit, not both.")
     dtype = dtype or torch.float32
     with _quiet_loading():
-        bridge = _boot(source, device, dtype, load_in_8bit, load_in_4bit, device_map, hf_kwargs)
+        bridge = boot_bridge(source, device=device, dtype=dtype, load_in_8bit=load_in_8bit,
+                             load_in_4bit=load_in_4bit, device_map=device_map, hf_kwargs=hf_kwargs)
     if compatibility_mode:
         bridge.enable_compatibility_mode()
     bridge.eval()
@@ -122,26 +124,3 @@ def _quiet_loading() -> Iterator[None]:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
-
-
-def _boot(source, device, dtype, load_in_8bit, load_in_4bit, device_map, hf_kwargs):
-    import torch
-    from transformer_lens.model_bridge import TransformerBridge
-
-    if load_in_8bit or load_in_4bit or device_map is not None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-
-        quant = None
-        if load_in_8bit or load_in_4bit:
-            quant = BitsAndBytesConfig(load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit)
-        # `source` is the shipped model, a local directory, or a hub name the user chose.
-        hf = AutoModelForCausalLM.from_pretrained(  # offline-ok
-            source, quantization_config=quant, device_map=device_map or "auto", dtype=dtype, **hf_kwargs
-        )
-        tokenizer = AutoTokenizer.from_pretrained(source)  # offline-ok
-        bridge = TransformerBridge.boot_transformers(source, hf_model=hf, tokenizer=tokenizer, dtype=dtype)
-    else:
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        bridge = TransformerBridge.boot_transformers(source, device=device, dtype=dtype, **hf_kwargs)
-    return bridge

@@ -1,0 +1,29 @@
+"""Boot a TransformerBridge: the one place that calls TransformerLens's loaders."""
+
+
+def boot_bridge(source: str, *, device, dtype, load_in_8bit: bool, load_in_4bit: bool, device_map, hf_kwargs: dict):
+    """A TransformerBridge from a local Hugging Face directory or a hub name.
+
+    Quantized (bitsandbytes) and `device_map` loads go through `AutoModelForCausalLM`
+    first and hand the loaded model to the bridge; plain loads let the bridge load it.
+    """
+    import torch
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if load_in_8bit or load_in_4bit or device_map is not None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+        quant = None
+        if load_in_8bit or load_in_4bit:
+            quant = BitsAndBytesConfig(load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit)
+        # `source` is the shipped model, a local directory, or a hub name the user chose.
+        hf = AutoModelForCausalLM.from_pretrained(  # offline-ok
+            source, quantization_config=quant, device_map=device_map or "auto", dtype=dtype, **hf_kwargs
+        )
+        tokenizer = AutoTokenizer.from_pretrained(source)  # offline-ok
+        bridge = TransformerBridge.boot_transformers(source, hf_model=hf, tokenizer=tokenizer, dtype=dtype)
+    else:
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        bridge = TransformerBridge.boot_transformers(source, device=device, dtype=dtype, **hf_kwargs)
+    return bridge
