@@ -1,5 +1,26 @@
 """Boot a TransformerBridge: the one place that calls TransformerLens's loaders."""
 
+# Fused query/key/value projections per Hugging Face model type. TransformerLens splits
+# them into Q, K and V at boot, which needs readable (unquantized) weights, so they are
+# kept out of bitsandbytes quantization along with the output head.
+FUSED_QKV = {
+    "gpt2": ["c_attn"],
+    "gpt_bigcode": ["c_attn"],
+    "qwen": ["c_attn"],
+    "gpt_neox": ["query_key_value"],
+    "falcon": ["query_key_value"],
+    "phi3": ["qkv_proj"],
+}
+
+
+def _keep_unquantized(source: str) -> list[str] | None:
+    """Modules bitsandbytes must skip for this model: fused QKV and the head (None: HF's default)."""
+    from transformers import AutoConfig
+
+    model_type = getattr(AutoConfig.from_pretrained(source), "model_type", None)  # offline-ok: same source as the model
+    fused = FUSED_QKV.get(model_type)
+    return None if fused is None else [*fused, "lm_head"]
+
 
 def boot_bridge(source: str, *, device, dtype, load_in_8bit: bool, load_in_4bit: bool, device_map, hf_kwargs: dict):
     """A TransformerBridge from a local Hugging Face directory or a hub name.
@@ -15,7 +36,9 @@ def boot_bridge(source: str, *, device, dtype, load_in_8bit: bool, load_in_4bit:
 
         quant = None
         if load_in_8bit or load_in_4bit:
-            quant = BitsAndBytesConfig(load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit)
+            quant = BitsAndBytesConfig(
+                load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit, llm_int8_skip_modules=_keep_unquantized(source)
+            )
         # `source` is the shipped model, a local directory, or a hub name the user chose.
         hf = AutoModelForCausalLM.from_pretrained(  # offline-ok
             source, quantization_config=quant, device_map=device_map or "auto", dtype=dtype, **hf_kwargs
