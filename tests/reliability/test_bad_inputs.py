@@ -10,10 +10,12 @@ import re
 
 import pytest
 import torch
-from fixture_models import build
+from fixture_models import build, has_hooked_transformer
 from untouched import Snapshot
 
 import lens_inversion as li
+
+pytestmark = pytest.mark.backend_generic
 
 PROMPT = "The sky is blue."
 T = "blocks.0.hook_resid_post"
@@ -412,9 +414,13 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def gpt2():
-    return build("gpt2-native")
+# GPT-2-like on every backend; on TransformerLens 3.x (the backend_generic lane) HookedTransformer too.
+MODELS = ["gpt2-native", *(["gpt2-hooked"] if has_hooked_transformer() else [])]
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def gpt2(request):
+    return build(request.param)
 
 
 def test_there_are_at_least_40_cases():

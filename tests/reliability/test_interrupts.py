@@ -18,14 +18,18 @@ import importlib
 
 import pytest
 import torch
-from fixture_models import build
+from fixture_models import build, has_hooked_transformer
 from untouched import Snapshot
 
 import lens_inversion as li
 
+pytestmark = pytest.mark.backend_generic
+
 PROMPT = "The sky is blue. The grass is green."
 T = "blocks.0.hook_resid_post"
 Q = dict(progress=False)
+# Both architectures as bridges; on TransformerLens 3.x (the backend_generic lane) also as HookedTransformer.
+MODELS = ["gpt2-native", "llama-native", *(["gpt2-hooked", "llama-hooked"] if has_hooked_transformer() else [])]
 RESID = "blocks.0.hook_resid_post"  # fires in every forward that reaches block 0
 NORM = "ln_final.hook_normalized"  # fires wherever logits are made, also in the lens's chunk loop
 
@@ -95,7 +99,7 @@ def _assert_same_result(a, b):
 
 
 @pytest.mark.parametrize("error", [KeyboardInterrupt, Interrupt], ids=["ctrl-c", "failing-hook"])
-@pytest.mark.parametrize("name", ["gpt2-native", "llama-native"])
+@pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("hook_name, call", [pytest.param(h, c, id=i) for i, h, c in LONG])
 def test_interrupt_inside_a_forward_of_the_loop(name, hook_name, call, error):
     model = build(name)

@@ -3,13 +3,15 @@
 import pytest
 import torch
 from _tolerances import assert_close
-from fixture_models import build
+from fixture_models import build, has_hooked_transformer
 
 import lens_inversion as li
 from lens_inversion.hooks import adapter_for
 
+pytestmark = pytest.mark.backend_generic
 Q = dict(progress=False)
-NAMES = ["gpt2-native", "llama-native"]
+# Both architectures as bridges; on TransformerLens 3.x (the backend_generic lane) also as HookedTransformer.
+NAMES = ["gpt2-native", "llama-native", *(["gpt2-hooked", "llama-hooked"] if has_hooked_transformer() else [])]
 
 
 def _ids(model, n, seed=0):

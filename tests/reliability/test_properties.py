@@ -15,6 +15,8 @@ from lens_inversion.hooks import Site
 from lens_inversion.hooks.targets import index_positions
 from lens_inversion.lens.logit_lens import _positions
 
+pytestmark = pytest.mark.backend_generic
+
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 ints = st.one_of(st.none(), st.integers(-9, 9))
