@@ -246,40 +246,39 @@ def ablation_sweep(
 
         groups, prefixes = _plan_groups(adapter, tokens, columns, kind, site, batch_size)
         values = torch.empty(len(layers), len(columns))
-        bar = tqdm(total=len(layers) * len(groups), disable=not progress, desc="ablation sweep")
-        for row, layer in enumerate(layers):
-            for group in groups:
-                chunk = [columns[j] for j in group]
-                start = min(chunk) if prefixes else 0
-                index = torch.tensor(group)
-                bar.update()
-                if scorer.narrow and readout < start:  # every cell lies after the readout: no effect
-                    values[row, index] = scorer.clean
-                    continue
-                cells, cell = cell_values(layer, chunk)
-                if kind == "positions":
-                    cells = [p - start for p in cells]
-                rewrite = _row_writer(kind, cells, feature_index, cell, adapter.d_model)
-                plan = ah.write_site(adapter, site, None if site is Site.EMBED else layer, rewrite)
-                if scorer.narrow:
-                    plan = plan + ah.readout_only(adapter, [readout - start])
-                if start:
-                    logits = ah.run_after_layered(
-                        prefixes[start],
-                        tokens[:, start:],
-                        rows=len(chunk),
-                        # rows multiply where the site is: before block l's attention, or after it
-                        from_layer=layer if site is Site.RESID_PRE else layer + 1,
-                        hooks=plan.pairs(),
-                    )
-                    if logits.shape[1] != 1:  # full positions: put the unchanged prefix back in front
-                        logits = torch.cat([clean[:, :start].expand(len(chunk), -1, -1), logits], dim=1)
-                else:
-                    # The embedding comes before the attention mask is built: give it every row.
-                    run_tokens = tokens.expand(len(chunk), -1) if site is Site.EMBED else tokens
-                    logits = adapter.run(run_tokens, hooks=plan.pairs(), need_logits=True).logits
-                values[row, index] = scorer(logits).cpu()
-        bar.close()
+        with tqdm(total=len(layers) * len(groups), disable=not progress, desc="ablation sweep") as bar:
+            for row, layer in enumerate(layers):
+                for group in groups:
+                    chunk = [columns[j] for j in group]
+                    start = min(chunk) if prefixes else 0
+                    index = torch.tensor(group)
+                    bar.update()
+                    if scorer.narrow and readout < start:  # every cell lies after the readout: no effect
+                        values[row, index] = scorer.clean
+                        continue
+                    cells, cell = cell_values(layer, chunk)
+                    if kind == "positions":
+                        cells = [p - start for p in cells]
+                    rewrite = _row_writer(kind, cells, feature_index, cell, adapter.d_model)
+                    plan = ah.write_site(adapter, site, None if site is Site.EMBED else layer, rewrite)
+                    if scorer.narrow:
+                        plan = plan + ah.readout_only(adapter, [readout - start])
+                    if start:
+                        logits = ah.run_after_layered(
+                            prefixes[start],
+                            tokens[:, start:],
+                            rows=len(chunk),
+                            # rows multiply where the site is: before block l's attention, or after it
+                            from_layer=layer if site is Site.RESID_PRE else layer + 1,
+                            hooks=plan.pairs(),
+                        )
+                        if logits.shape[1] != 1:  # full positions: put the unchanged prefix back in front
+                            logits = torch.cat([clean[:, :start].expand(len(chunk), -1, -1), logits], dim=1)
+                    else:
+                        # The embedding comes before the attention mask is built: give it every row.
+                        run_tokens = tokens.expand(len(chunk), -1) if site is Site.EMBED else tokens
+                        logits = adapter.run(run_tokens, hooks=plan.pairs(), need_logits=True).logits
+                    values[row, index] = scorer(logits).cpu()
     return AblationResult(
         values=values,
         layers=layers,

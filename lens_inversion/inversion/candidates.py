@@ -9,6 +9,7 @@ block 0) to 33 (last block) out of 1,739, where a few Adam steps on a continuous
 embedding followed by nearest-row decoding rank it at 70 to 230.
 """
 
+import operator
 from collections.abc import Callable
 from typing import Literal
 
@@ -21,6 +22,16 @@ from ..hooks import ModelAdapter
 
 Order = Literal["gradient", "random", "vocab"]
 ORDERS = ("gradient", "random", "vocab")
+
+
+def _integer_id(token) -> int:
+    """An integer id (NumPy and 0-d tensor integers too); floats are refused, never truncated."""
+    try:
+        return operator.index(token)
+    except TypeError:
+        raise OptionError(
+            f"allowed_tokens must hold integer ids or single-token strings; got {type(token).__name__} {token!r}."
+        ) from None
 
 
 def allowed_ids(adapter: ModelAdapter, allowed_tokens) -> Int[Tensor, " k"]:
@@ -40,7 +51,7 @@ def allowed_ids(adapter: ModelAdapter, allowed_tokens) -> Int[Tensor, " k"]:
             raise OptionError(f"allowed_tokens must hold integer ids; got dtype {allowed_tokens.dtype}.")
         raw = allowed_tokens.flatten().tolist()
     else:
-        raw = [adapter.token_id(t) if isinstance(t, str) else int(t) for t in allowed_tokens]
+        raw = [adapter.token_id(t) if isinstance(t, str) else _integer_id(t) for t in allowed_tokens]
     if not raw:
         raise OptionError("allowed_tokens is empty; give at least one token id or string.")
     bad = [t for t in raw if not 0 <= t < adapter.d_vocab]

@@ -237,6 +237,12 @@ CASES = [
     # ----- tokens to allow ----------------------------------------------------------------
     ("exact-allowed-empty", lambda m: _exact(m, allowed_tokens=[]), OPT, ["allowed_tokens is empty", "empty", "at least one token"]),
     (
+        "exact-allowed-float-id",
+        lambda m: _exact(m, allowed_tokens=[1.5, 3]),
+        OPT,
+        ["integer ids", "float 1.5", "single-token strings"],
+    ),
+    (
         "gradient-allowed-empty-mask",
         lambda m: _invert(m, allowed_tokens=torch.zeros(D_VOCAB, dtype=torch.bool)),
         OPT,
