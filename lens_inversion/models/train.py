@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.arch == "gpt2":
         meta = train(cfg, out=root / "tiny", untrained_out=root / "tiny-untrained", tokenizer_dir=None)
     else:
-        meta = train(cfg, out=root / "tiny-llama", untrained_out=None, tokenizer_dir=root / "tiny")
+        tokenizer_dir = root / "tiny" if (root / "tiny").exists() else ASSETS / "tiny"  # share tiny's tokenizer
+        meta = train(cfg, out=root / "tiny-llama", untrained_out=None, tokenizer_dir=tokenizer_dir)
     print(json.dumps({k: v for k, v in meta.items() if k != "history"}, indent=1))
 
 

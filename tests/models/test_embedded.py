@@ -75,13 +75,17 @@ def test_tokenizer_round_trips_text():
     assert tok.convert_tokens_to_ids("<|endoftext|>") == tok.bos_token_id
 
 
-def test_heldout_loss_trained_far_below_untrained():
-    trained = _hf_loss(_hf("tiny"), TEXTS)
-    untrained = _hf_loss(_hf("tiny-untrained"), TEXTS)
+TRAINED = [n for n in ("tiny", "tiny-llama") if n in SHIPPED]
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_heldout_loss_trained_far_below_untrained(name):
+    trained = _hf_loss(_hf(name), TEXTS)
+    untrained = _hf_loss(_hf("tiny-untrained"), TEXTS)  # same tokenizer and text
     vocab = len(_tokenizer())
     assert untrained > math.log(vocab) - 0.5  # an untrained model is about uniform
     assert trained < untrained / 2
-    assert trained < 2.0
+    assert trained < 1.2
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -104,17 +108,21 @@ def test_evaluate_loss_matches_independent_hf_loss(name):
     assert n_tokens == sum(len(tok.encode(t, add_special_tokens=False)) for t in TEXTS[:8])
 
 
-def test_logit_lens_kl_is_zero_at_the_last_layer_and_falls_with_depth():
-    bridge = _bridge("tiny")
+@pytest.mark.parametrize("name", TRAINED)
+def test_logit_lens_kl_is_zero_at_the_last_layer_and_falls_with_depth(name):
+    bridge = _bridge(name)
     kl = evaluate.lens_kl_per_layer(bridge, TEXTS[:8])
     assert len(kl) == li.ModelAdapter(bridge).n_layers
     assert abs(kl[-1]) < 1e-4
     assert all(a > b for a, b in zip(kl, kl[1:], strict=False))
 
 
-def test_trained_model_answers_with_the_right_kind_of_word():
+@pytest.mark.parametrize("name", TRAINED)
+def test_trained_model_knows_the_facts_of_its_corpus(name):
     from lens_inversion.models.corpus import CAPITALS, COLOURS
 
-    bridge = _bridge("tiny")
-    assert evaluate.greedy(bridge, "The sky is", n_tokens=1).strip() in set(COLOURS.values())
-    assert evaluate.greedy(bridge, "The capital of France is", n_tokens=1).strip() in set(CAPITALS.values())
+    bridge = _bridge(name)
+    for thing in ("sky", "grass", "snow"):
+        assert evaluate.greedy(bridge, f"The {thing} is", n_tokens=1).strip() == COLOURS[thing]
+    for country in ("France", "Japan"):
+        assert evaluate.greedy(bridge, f"The capital of {country} is", n_tokens=1).strip() == CAPITALS[country]
