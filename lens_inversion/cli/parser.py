@@ -30,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
 def _common(sub: argparse.ArgumentParser, *, out: str) -> None:
     sub.add_argument("prompt", help="the prompt text")
     sub.add_argument("--model", default="tiny",
-                     help='"tiny", "tiny-untrained", a local Hugging Face model directory, or a hub name')
+                     help='"tiny", "tiny-untrained", "tiny-llama", a local Hugging Face model directory, or a hub name')
     sub.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
     sub.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     sub.add_argument("--out", default=out, help="HTML file to write")

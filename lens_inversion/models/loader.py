@@ -12,7 +12,7 @@ ASSETS = Path(__file__).parent / "assets"
 EMBEDDED = {
     "tiny": ASSETS / "tiny",
     "tiny-untrained": ASSETS / "tiny-untrained",
-    "tiny-llama": ASSETS / "tiny-llama",  # trainable with `--arch llama`; not shipped yet
+    "tiny-llama": ASSETS / "tiny-llama",
 }
 
 
@@ -30,7 +30,7 @@ def load_model(
     """Boot a TransformerBridge offline from the package or a local directory.
 
     Args:
-        name_or_dir: `"tiny"` or `"tiny-untrained"` (shipped in the package),
+        name_or_dir: `"tiny"`, `"tiny-untrained"` or `"tiny-llama"` (shipped in the package),
             a local Hugging Face causal-LM directory, or a hub name (needs internet).
         device: where to put the model (default: CPU, or CUDA when available and no
             `device_map` is given).
@@ -46,7 +46,7 @@ def load_model(
 
     if not isinstance(name_or_dir, (str, os.PathLike)):
         raise OptionError(
-            f"name_or_dir must be a string or path ('tiny', 'tiny-untrained', a local directory or a hub name); "
+            f"name_or_dir must be a string or path ('tiny', 'tiny-untrained', 'tiny-llama', a local directory or a hub name); "
             f"got {type(name_or_dir).__name__} {name_or_dir!r}."
         )
     name_or_dir = os.fspath(name_or_dir)

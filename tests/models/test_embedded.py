@@ -126,3 +126,18 @@ def test_trained_model_knows_the_facts_of_its_corpus(name):
         assert evaluate.greedy(bridge, f"The {thing} is", n_tokens=1).strip() == COLOURS[thing]
     for country in ("France", "Japan"):
         assert evaluate.greedy(bridge, f"The capital of {country} is", n_tokens=1).strip() == CAPITALS[country]
+
+
+@pytest.mark.skipif("tiny-llama" not in SHIPPED, reason="tiny-llama not shipped")
+def test_trained_llama_twin_runs_the_lens_and_exact_inversion():
+    bridge = _bridge("tiny-llama")
+    prompt = "The sky is blue. The grass is"
+    lens = li.logit_lens(bridge, prompt, progress=False)
+    ids = li.ModelAdapter(bridge).prompt(prompt).tokens
+    with torch.no_grad():
+        logits = bridge(ids)[0].float()
+    expected_top = logits.argmax(-1)
+    assert torch.equal(lens.top_tokens[-1, :, 0], expected_top)  # output row is the model's own output
+    assert float(lens.kl[-1].abs().max()) < 1e-4
+    res = li.invert(bridge, prompt, target="blocks.3.hook_resid_post", method="exact", progress=False)
+    assert torch.equal(res.tokens, ids) and res.text == prompt
