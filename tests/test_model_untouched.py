@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from fixture_models import build
-from untouched import Snapshot
+from untouched import Snapshot, restore_defaults, user_state
 
 import lens_inversion as li
 
@@ -33,31 +33,12 @@ MODEL_NAMES = ["gpt2-native" if "gpt2-native" in __import__("fixture_models").av
                "llama-native"]
 
 
-def _user_state(model):
-    """Put the model in a state a user might have: a hook of their own, odd flags."""
-    seen = []
-    with torch.no_grad():  # a model the user has already run (backends wire lazy internals then)
-        model(torch.tensor([[1, 2, 3]]))
-    model.add_hook("blocks.0.hook_resid_post", lambda x, hook: seen.append(1))
-    first = next(model.parameters())
-    first.requires_grad_(True)
-    model.train()
-    return seen
-
-
-def _restore(model):
-    model.reset_hooks()
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(True)
-
-
 @pytest.mark.backend_generic
 @pytest.mark.parametrize("name", MODEL_NAMES)
 @pytest.mark.parametrize("call", _collect("CASES"))
 def test_success_leaves_model_untouched(name, call):
     model = build(name)
-    seen = _user_state(model)
+    seen = user_state(model)
     try:
         snapshot = Snapshot(model)
         call(model)
@@ -67,7 +48,7 @@ def test_success_leaves_model_untouched(name, call):
             model(torch.tensor([[1, 2, 3]]))
         assert len(seen) == before + 1, "the user's own hook no longer fires"
     finally:
-        _restore(model)
+        restore_defaults(model)
 
 
 @pytest.mark.backend_generic
@@ -75,11 +56,11 @@ def test_success_leaves_model_untouched(name, call):
 @pytest.mark.parametrize("call", _collect("ERROR_CASES"))
 def test_error_leaves_model_untouched(name, call):
     model = build(name)
-    _user_state(model)
+    user_state(model)
     try:
         snapshot = Snapshot(model)
         with pytest.raises(li.LensInversionError):
             call(model)
         snapshot.assert_unchanged()
     finally:
-        _restore(model)
+        restore_defaults(model)

@@ -43,3 +43,25 @@ class Snapshot:
             assert m.training == self.training[name], f"training mode of {name!r} changed"
         assert _hooks(model) == self.hooks, "hooks were added or removed"
         assert _graph_leaks(model) == self.leaks, "tensors with autograd history left on the model"
+
+
+def user_state(model, hook_name: str = "blocks.0.hook_resid_post") -> list:
+    """Put the model in a state a user might have: already run, a hook of their own, odd flags.
+
+    Returns the list the user's hook appends to on every call.
+    """
+    seen: list = []
+    with torch.no_grad():  # a model the user has already run (backends wire lazy internals then)
+        model(torch.tensor([[1, 2, 3]]))
+    model.add_hook(hook_name, lambda x, hook: seen.append(1))
+    next(model.parameters()).requires_grad_(True)
+    model.train()
+    return seen
+
+
+def restore_defaults(model) -> None:
+    """Undo `user_state` so the cached fixture serves the next test as built."""
+    model.reset_hooks()
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)

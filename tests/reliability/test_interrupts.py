@@ -19,7 +19,7 @@ import importlib
 import pytest
 import torch
 from fixture_models import build, has_hooked_transformer
-from untouched import Snapshot
+from untouched import Snapshot, restore_defaults, user_state
 
 import lens_inversion as li
 
@@ -63,22 +63,6 @@ class Interrupt(RuntimeError):
     """What a broken user hook raises."""
 
 
-def _user_state(model):
-    """A hook of the user's own, a parameter requiring grad, training mode (as in test_model_untouched)."""
-    seen = []
-    model.add_hook("blocks.1.hook_resid_pre", lambda x, hook: seen.append(1))
-    next(model.parameters()).requires_grad_(True)
-    model.train()
-    return seen
-
-
-def _restore(model):
-    model.reset_hooks()
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(True)
-
-
 def _tensors(result):
     """Every tensor field of a result dataclass (nested results included), by name."""
     out = {}
@@ -103,7 +87,7 @@ def _assert_same_result(a, b):
 @pytest.mark.parametrize("hook_name, call", [pytest.param(h, c, id=i) for i, h, c in LONG])
 def test_interrupt_inside_a_forward_of_the_loop(name, hook_name, call, error):
     model = build(name)
-    seen = _user_state(model)
+    seen = user_state(model, "blocks.1.hook_resid_pre")
     fired = {"n": 0, "at": None}
 
     def interrupting(x, hook):
@@ -132,7 +116,7 @@ def test_interrupt_inside_a_forward_of_the_loop(name, hook_name, call, error):
         _assert_same_result(call(model), clean)
         snapshot.assert_unchanged()
     finally:
-        _restore(model)
+        restore_defaults(model)
 
 
 TQDM_MODULES = [
@@ -188,7 +172,7 @@ def test_interrupt_between_iterations_via_the_progress_bar(monkeypatch, hook_nam
     for module in TQDM_MODULES:
         monkeypatch.setattr(importlib.import_module(module), "tqdm", _Ticking)
     model = build("gpt2-native")
-    seen = _user_state(model)
+    seen = user_state(model, "blocks.1.hook_resid_pre")
     try:
         _Ticking.ticks, _Ticking.at = 0, None
         snapshot = Snapshot(model)
@@ -209,4 +193,4 @@ def test_interrupt_between_iterations_via_the_progress_bar(monkeypatch, hook_nam
             model(torch.tensor([[1, 2, 3]]))
         assert len(seen) == n + 1, "the user's hook no longer fires"
     finally:
-        _restore(model)
+        restore_defaults(model)
