@@ -114,9 +114,10 @@ def occlusion_values(
 
     Occluding from position c changes nothing before c. Where the model has a key/value
     cache (HF-booted bridges, HookedTransformer) and `reuse` allows it ("auto": prompts of
-    PREFIX_MIN_TOKENS or more), spans are sorted by start and grouped; each group runs only
-    the positions from its first start onwards, after the cached prefix. Otherwise every
-    variant is a full forward, batched.
+    PREFIX_MIN_TOKENS or more), spans are sorted by start and grouped; the clean prefix is
+    run once, up to the last group's start, and each group cuts its keys/values to its own
+    first start and runs only the positions from there on. Otherwise every variant is a
+    full forward, batched.
     """
     n = tokens.shape[1]
     clean = objective.clean(adapter, tokens)
@@ -128,13 +129,16 @@ def occlusion_values(
     )
     order = sorted(range(len(spans)), key=lambda i: spans[i][0])
     values = widen(torch.zeros(len(spans), len(objective.rows), dtype=clean[0].dtype))
+    if cached:  # one clean prefix up to the last group's start; each group cuts it to its own start
+        last_start = max(spans[order[begin]][0] for begin in range(0, len(order), size))
+        longest = probe if last_start <= probe.length else PrefixState.build(adapter, tokens[:, :last_start], reuse=reuse)
     for begin in tqdm(range(0, len(order), size), disable=not progress, desc="occlusion", leave=False):
         chosen = order[begin : begin + size]
         chunk = [spans[i] for i in chosen]
         batch, embeds = occluded_inputs(adapter, tokens, [list(range(a, b)) for a, b in chunk], baseline)
         if cached:
             start = chunk[0][0]
-            prefix = probe if start == probe.length else PrefixState.build(adapter, tokens[:, :start], reuse=reuse)
+            prefix = longest.truncated(start)
             tail = None if embeds is None else embeds[:, start:]
             out = objective.outputs_after(prefix, batch[:, start:], tail, clean)
         else:

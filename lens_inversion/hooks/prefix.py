@@ -14,7 +14,7 @@ backends give identical results:
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -127,6 +127,27 @@ class PrefixState:
     def length(self) -> int:
         return int(self.tokens.shape[1])
 
+    def truncated(self, length: int) -> "PrefixState":
+        """The same prefix cut to its first `length` positions, without running the model.
+
+        Keys and values of a causal model at positions < length do not depend on later
+        tokens, so cutting a longer prefix's cache equals building the shorter one (up to
+        float rounding of the longer matmuls).
+        """
+        if not 0 <= length <= self.length:
+            raise OptionError(f"Cannot cut a prefix of length {self.length} to {length}; valid: 0..{self.length}.")
+        tokens = self.tokens[:, :length]
+        if length == self.length:
+            return self
+        if length == 0 or self.backend == "recompute":
+            return replace(self, tokens=tokens, backend="recompute" if length == 0 else self.backend, cache=None)
+        if self.backend == "hf":
+            cache = copy.deepcopy(self.cache)
+            cache.crop(length - self.length)  # a negative count removes that many positions (transformers 4 and 5)
+        else:
+            cache = _cut_hooked_cache(self.cache, length)
+        return replace(self, tokens=tokens, cache=cache)
+
     def __repr__(self) -> str:
         return f"PrefixState(length={self.length}, batch={self.tokens.shape[0]}, backend={self.backend!r})"
 
@@ -142,6 +163,16 @@ def _build_cache(adapter: ModelAdapter, backend: str, tokens: Tokens):
     model(tokens, past_kv_cache=cache, attention_mask=_ones(batch, width, tokens.device))
     cache.freeze()
     return cache
+
+
+def _cut_hooked_cache(cache, length: int):
+    """A HookedTransformer key/value cache holding only the first `length` positions."""
+    entry_class = type(cache.entries[0])
+    entries = [
+        entry_class(past_keys=e.past_keys[:, :length], past_values=e.past_values[:, :length], frozen=True)
+        for e in cache.entries
+    ]
+    return type(cache)(entries=entries, previous_attention_mask=cache.previous_attention_mask[:, :length], frozen=True)
 
 
 def _expanded_cache(prefix: PrefixState, batch: int):

@@ -130,3 +130,29 @@ def test_errors(model):
         run_after(prefix, _tokens(model, 2, model.cfg.n_ctx, 0), capture=[(Site.RESID_POST, 0)])
     with pytest.raises(OptionError, match="reuse"):
         PrefixState.build(model, _tokens(model, 1, P, 0), reuse="sometimes")
+
+
+@pytest.mark.parametrize("cut", [0, 2, P])
+def test_truncated_prefix_equals_a_prefix_built_at_that_length(model, cut):
+    adapter = adapter_for(model)
+    last = adapter.n_layers - 1
+    prefix_tokens = _tokens(model, 1, P, 0)
+    new = _tokens(model, B, N, 3)
+    long = PrefixState.build(model, prefix_tokens)
+    short = long.truncated(cut)
+    assert short.length == cut and long.length == P  # the long prefix is not changed
+    direct = PrefixState.build(model, prefix_tokens[:, :cut])
+    with torch.no_grad():
+        got = run_after(short, new, capture=[(Site.RESID_POST, last)], need_logits=True)
+        want = run_after(direct, new, capture=[(Site.RESID_POST, last)], need_logits=True)
+        again = run_after(long, new, capture=[(Site.RESID_POST, last)], need_logits=True)
+    full = _full(adapter, torch.cat([prefix_tokens.expand(B, -1), new], 1), [], need_logits=True)
+    assert_close(got[(Site.RESID_POST, last)], want[(Site.RESID_POST, last)], loose=10)
+    assert_close(got.logits, want.logits, loose=10)
+    assert_close(again.logits, full.logits[:, P:], loose=10)  # cutting a copy left the long cache whole
+
+
+@pytest.mark.parametrize("cut", [-1, P + 1])
+def test_truncated_rejects_lengths_outside_the_prefix(model, cut):
+    with pytest.raises(OptionError, match=rf"valid: 0\.\.{P}"):
+        PrefixState.build(model, _tokens(model, 1, P, 0)).truncated(cut)
