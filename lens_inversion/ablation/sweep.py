@@ -117,7 +117,8 @@ def _plan_groups(adapter, tokens, columns, kind, site, batch_size):
         size = max(1, min(batch_size, -(-len(columns) // 8)))
         groups = [order[i : i + size] for i in range(0, len(order), size)]
         starts = sorted({min(columns[j] for j in g) for g in groups} - {0})
-        prefixes = {a: PrefixState.build(adapter, tokens[:, :a]) for a in starts}
+        longest = PrefixState.build(adapter, tokens[:, : starts[-1]]) if starts else None
+        prefixes = {a: longest.truncated(a) for a in starts}  # one clean run, cut per group
         if prefixes and all(ah.supports_layered_prefix(p) for p in prefixes.values()):
             return groups, prefixes
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)], {}
