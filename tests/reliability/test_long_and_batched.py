@@ -4,6 +4,7 @@ import pytest
 import torch
 from _tolerances import assert_close
 from fixture_models import build, has_hooked_transformer
+from references import grad_x_input_reference
 
 import lens_inversion as li
 from lens_inversion.hooks import adapter_for
@@ -55,12 +56,7 @@ def test_prompt_at_n_ctx(name):
 
     token = 11
     attr = li.attribute(model, tokens[0], target=token, normalize="none", **Q)
-    embeds = (model.W_E.detach()[tokens] * adapter_for(model).embed_scale).requires_grad_(True)
-    with model.hooks(fwd_hooks=[("hook_embed", lambda x, hook: embeds)]):
-        out = model(tokens, attention_mask=torch.ones_like(tokens))
-    (grad,) = torch.autograd.grad(out[0, -1, token], embeds)
-    expected = (grad * embeds.detach()).abs().sum(-1)[0]
-    expected[0] = 0.0
+    expected = grad_x_input_reference(model, tokens, token, adapter_for(model).embed_scale)
     assert_close(attr.raw_scores, expected, atol=1e-5, rtol=1e-4)
 
     occ = li.attribute(model, tokens, method="occlusion", target=token, normalize="none", **Q)

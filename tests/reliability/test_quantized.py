@@ -12,6 +12,7 @@ import pytest
 import torch
 from _tolerances import assert_close
 from fixture_models import hf_dir
+from references import grad_x_input_reference
 from untouched import Snapshot
 
 import lens_inversion as li
@@ -93,12 +94,7 @@ def test_attribution_on_8bit_equals_autograd_and_a_naive_loop(kind):
     snapshot.assert_unchanged()
     assert torch.isfinite(grad.raw_scores).all() and torch.isfinite(occ.raw_scores).all()
 
-    embeds = (model.W_E.detach()[tokens] * adapter.embed_scale).requires_grad_(True)
-    with model.hooks(fwd_hooks=[("hook_embed", lambda x, hook: embeds)]):
-        out = model(tokens, attention_mask=torch.ones_like(tokens))
-    (g,) = torch.autograd.grad(out[0, -1, token], embeds)
-    expected = (g * embeds.detach()).abs().sum(-1)[0]
-    expected[0] = 0.0
+    expected = grad_x_input_reference(model, tokens, token, adapter.embed_scale)
     assert_close(grad.raw_scores, expected, atol=1e-3, rtol=1e-2)
 
     clean = _logits(model, tokens)[0, -1, token]
