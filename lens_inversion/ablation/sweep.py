@@ -7,7 +7,7 @@ with its own ablation. Only the blocks from lay upwards run on the whole batch. 
 readout metrics the final norm's output is cut to the readout token, so the
 unembedding runs on one position instead of all. On Hugging Face-booted bridges, nothing
 before position p changes either: positions are grouped, and a group starting at a > 0
-reuses the clean prefix's keys/values (`hooks.prefix.PrefixState`) and runs only
+reuses the clean prefix's keys/values (`hooks.execution.PrefixState`) and runs only
 positions a.. (one row below layer l, one row per cell from layer l up).
 """
 
@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from ..errors import OptionError, PromptError, check_choice, check_seed
 from ..hooks import ablation_hooks as ah
 from ..hooks.adapter import ModelAdapter, adapter_for
-from ..hooks.prefix import PrefixState
+from ..hooks.execution import PrefixState, readout_only, run_after_layered, supports_layered
 from ..hooks.preserve import preserves_model
 from ..hooks.sites import Site
 from ..hooks.targets import index_positions
@@ -119,7 +119,7 @@ def _plan_groups(adapter, tokens, columns, kind, site, batch_size):
         starts = sorted({min(columns[j] for j in g) for g in groups} - {0})
         longest = PrefixState.build(adapter, tokens[:, : starts[-1]]) if starts else None
         prefixes = {a: longest.truncated(a) for a in starts}  # one clean run, cut per group
-        if prefixes and all(ah.supports_layered_prefix(p) for p in prefixes.values()):
+        if prefixes and all(supports_layered(p) for p in prefixes.values()):
             return groups, prefixes
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)], {}
 
@@ -262,23 +262,22 @@ def ablation_sweep(
                         cells = [p - start for p in cells]
                     rewrite = _row_writer(kind, cells, feature_index, cell, adapter.d_model)
                     plan = ah.write_site(adapter, site, None if site is Site.EMBED else layer, rewrite)
-                    if scorer.narrow:
-                        plan = plan + ah.readout_only(adapter, [readout - start])
+                    pairs = plan.pairs() + (readout_only(adapter, [readout - start]) if scorer.narrow else [])
                     if start:
-                        logits = ah.run_after_layered(
+                        logits = run_after_layered(
                             prefixes[start],
                             tokens[:, start:],
                             rows=len(chunk),
                             # rows multiply where the site is: before block l's attention, or after it
                             from_layer=layer if site is Site.RESID_PRE else layer + 1,
-                            hooks=plan.pairs(),
+                            hooks=pairs,
                         )
                         if logits.shape[1] != 1:  # full positions: put the unchanged prefix back in front
                             logits = torch.cat([clean[:, :start].expand(len(chunk), -1, -1), logits], dim=1)
                     else:
                         # The embedding comes before the attention mask is built: give it every row.
                         run_tokens = tokens.expand(len(chunk), -1) if site is Site.EMBED else tokens
-                        logits = adapter.run(run_tokens, hooks=plan.pairs(), need_logits=True).logits
+                        logits = adapter.run(run_tokens, hooks=pairs, need_logits=True).logits
                     values[row, index] = scorer(logits).cpu()
     return AblationResult(
         values=values,

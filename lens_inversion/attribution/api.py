@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..errors import OptionError, PromptError, check_choice
 from ..hooks.adapter import ModelAdapter, adapter_for
-from ..hooks.prefix import REUSE
+from ..hooks.execution import REUSE
 from ..hooks.preserve import preserves_model
 from ..hooks.targets import Target
 from .combined import DEFAULT_WEIGHTS, NORMALISATIONS, check_weights, combine, max_abs, normalise, rank_agreement

@@ -22,9 +22,8 @@ from torch import Tensor
 
 from .._typing import Embeds, Tokens
 from ..errors import OptionError, TargetError
-from ..hooks import ablation_hooks as ah
 from ..hooks.adapter import ModelAdapter
-from ..hooks.prefix import PrefixState, run_after
+from ..hooks.execution import PrefixState, readout_only, run_after
 from ..hooks.sites import Site
 from ..hooks.targets import Target, looks_like_target
 
@@ -79,9 +78,9 @@ class Objective:
         """O for every row of a batch: [batch, rows, k] (k = vocab, features or fn width)."""
         if not self.is_logits:
             return self.read(self.full(adapter, tokens, embeds))
-        plan = ah.readout_only(adapter, self.rows)
-        logits = adapter.run(tokens, embeds=embeds, hooks=plan.pairs(), need_logits=True).logits
-        if logits.shape[1] != len(self.rows) or not plan.pairs():
+        readout = readout_only(adapter, self.rows)
+        logits = adapter.run(tokens, embeds=embeds, hooks=readout, need_logits=True).logits
+        if logits.shape[1] != len(self.rows) or not readout:
             logits = logits[:, self.rows]
         return logits
 
@@ -117,9 +116,9 @@ class Objective:
         later = [i for i, r in enumerate(self.rows) if r >= start]
         if later:
             relative = [self.rows[i] - start for i in later]
-            plan = ah.readout_only(prefix.adapter, relative)
-            logits = run_after(prefix, tokens, embeds=embeds, hooks=plan.pairs(), need_logits=True).logits
-            if logits.shape[1] != len(relative) or not plan.pairs():
+            readout = readout_only(prefix.adapter, relative)
+            logits = run_after(prefix, tokens, embeds=embeds, hooks=readout, need_logits=True).logits
+            if logits.shape[1] != len(relative) or not readout:
                 logits = logits[:, relative]
             out[:, later] = logits.to(out.dtype)
         return out

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .._typing import Tokens
 from ..errors import OptionError
 from ..hooks.adapter import ModelAdapter
-from ..hooks.prefix import PrefixState
+from ..hooks.execution import PrefixState
 from .objective import Objective, widen
 
 BASELINES = ("pad", "eos", "bos", "zero", "mean")
@@ -123,7 +123,7 @@ def occlusion_values(
     clean = objective.clean(adapter, tokens)
     wanted = reuse == "cache" or (reuse == "auto" and n >= PREFIX_MIN_TOKENS)
     probe = PrefixState.build(adapter, tokens[:, :1], reuse=reuse) if spans and wanted else None
-    cached = probe is not None and probe.backend != "recompute"
+    cached = probe is not None and probe.cached
     size = chunk_size or (
         min(prefix_chunk(n), default_chunk(n, len(objective.rows))) if cached else default_chunk(n, len(objective.rows))
     )

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .._typing import Embeds, Logits, Resid, Tokens
 from ..errors import PromptError, TargetError, UnsupportedModelError
+from .execution import Capture, CapturePlan, forward_tokens, run_full
 from .interventions import HookFn, attached
 from .sites import Site, site_hook_name
 
@@ -66,52 +67,6 @@ class Prompt:
     @property
     def pos(self) -> int:
         return self.tokens.shape[1]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Capture:
-    """Activations captured in one run, keyed by (site, layer), plus logits when run to the end."""
-
-    acts: dict[tuple[Site, int | None], Tensor]
-    logits: Logits | None
-
-    def __getitem__(self, key: tuple[Site, int | None]) -> Tensor:
-        site, layer = key
-        if site is Site.LOGITS:
-            if self.logits is None:
-                raise KeyError("logits were not computed in this run")
-            return self.logits
-        return self.acts[(site, layer)]
-
-
-@dataclass
-class CapturePlan:
-    """Where a capturing run may stop, the hooks that record its activations, and their store."""
-
-    stop: int | None
-    acts: dict
-    hooks: list
-
-    @classmethod
-    def make(cls, n_layers: int, capture, embeds: Tensor | None, *, need_logits: bool) -> "CapturePlan":
-        """Plan a run that captures `capture` (site, layer) pairs, optionally replacing the embedding."""
-        capture = list(dict.fromkeys(capture))
-        need_logits = need_logits or any(site is Site.LOGITS for site, _ in capture)
-        deepest = max((layer for site, layer in capture if site.per_block), default=-1)
-        stop = None if need_logits or deepest + 1 >= n_layers else deepest + 1
-        acts: dict[tuple[Site, int | None], Tensor] = {}
-
-        def saver(key):
-            def save(x, hook):
-                acts[key] = x
-
-            return save
-
-        hooks: list[tuple[str, HookFn]] = []
-        if embeds is not None:
-            hooks.append((site_hook_name(Site.EMBED, None), lambda x, hook: embeds.to(x.dtype)))
-        hooks += [(site_hook_name(s, layer), saver((s, layer))) for s, layer in capture if s is not Site.LOGITS]
-        return cls(stop=stop, acts=acts, hooks=hooks)
 
 
 class ModelAdapter:
@@ -333,9 +288,7 @@ class ModelAdapter:
         return layer % n
 
     def _forward(self, tokens: Tokens, **kwargs) -> Tensor:
-        # An explicit all-ones mask: right padding needs none in a causal model, and it
-        # stops a backend from masking BOS when BOS doubles as the pad token.
-        return self.model(tokens, attention_mask=torch.ones_like(tokens), **kwargs)
+        return forward_tokens(self.model, tokens, **kwargs)
 
     def run(
         self,
@@ -357,19 +310,7 @@ class ModelAdapter:
             hooks: extra (hook name, fn) pairs active during the run.
             need_logits: run to the end even if `capture` needs less.
         """
-        if tokens is None:
-            if embeds is None:
-                raise PromptError("run() needs tokens or embeds.")
-            tokens = torch.zeros(embeds.shape[:2], dtype=torch.long, device=embeds.device)
-        plan = CapturePlan.make(self.n_layers, capture, embeds, need_logits=need_logits)
-        stop, acts, run_hooks = plan.stop, plan.acts, plan.hooks
-        with attached(self.model, list(hooks) + run_hooks):
-            out = self._forward(tokens, stop_at_layer=stop)
-        logits = None
-        if stop is None:
-            # HookedTransformer returns logits unless stopped; the bridge always does at the end.
-            logits = out
-        return Capture(acts=acts, logits=logits)
+        return run_full(self, tokens, embeds=embeds, capture=capture, hooks=hooks, need_logits=need_logits)
 
     def ablation_context(self, hooks: Sequence[tuple[str, HookFn]]):
         """Hooks active for a whole block of user code (see ablation.ablated)."""

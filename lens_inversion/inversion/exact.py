@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..errors import OptionError, check_bool, check_choice, check_seed
 from ..hooks import ModelAdapter, Site, adapter_for, preserves_model
-from ..hooks.prefix import REUSE, PrefixState, run_after
+from ..hooks.execution import REUSE, PrefixState, run_after
 from .candidates import ORDERS, allowed_ids, order_candidates
 from .observed import Observed, as_targets, observe
 from .result import InversionResult, PositionReport

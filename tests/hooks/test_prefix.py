@@ -6,7 +6,7 @@ from _tolerances import assert_close
 
 from lens_inversion.errors import OptionError, PromptError
 from lens_inversion.hooks import Site, adapter_for
-from lens_inversion.hooks.prefix import PrefixState, run_after
+from lens_inversion.hooks.execution import PrefixState, run_after
 
 P, N, B = 5, 3, 4
 
@@ -44,7 +44,7 @@ def test_cache_used_where_available(model):
         expected = "hooked"
     else:
         expected = "recompute" if "native" in type(model.original_model).__name__.lower() else "hf"
-    assert prefix.backend == expected
+    assert prefix.backend.name == expected
 
 
 def test_stops_early_and_cache_not_mutated(model):
@@ -63,7 +63,7 @@ def test_stops_early_and_cache_not_mutated(model):
     assert not fired
     assert first.logits is None
     assert_close(second[(Site.RESID_POST, 0)], first[(Site.RESID_POST, 0)][:1])
-    if prefix.backend == "hf":
+    if prefix.backend.name == "hf":
         assert prefix.cache.get_seq_length() == P
         assert prefix.cache.layers[0].keys.shape[0] == 1
 

@@ -1,0 +1,200 @@
+"""The self-check of every fast path: a small probe run both ways, compared once per model.
+
+Each `*_verified` function returns whether its fast path may be used (see `selfcheck`
+for caching, warnings, fallback and strict mode); `run_all` runs every check that applies
+to a model (the `doctor` command and the report's self-checks panel).
+"""
+
+import torch
+from torch import Tensor
+
+from . import selfcheck
+from .execution import PrefixState, build_unchecked, readout_unchecked, run_after, run_full
+from .interventions import attached
+from .kv_cache import CacheBackend, backend_for
+from .selfcheck import Comparison, Verdict, compare
+from .sites import Site, site_hook_name
+
+PREFIX, NEW, ROWS = 4, 3, 2
+
+
+def _sizes(adapter) -> tuple[int, int]:
+    n_ctx = adapter.n_ctx
+    prefix = max(1, min(PREFIX, n_ctx // 2))
+    return prefix, max(1, min(NEW, n_ctx - prefix))
+
+
+def _probe_tokens(adapter, width: int) -> Tensor:
+    """Fixed, varied token ids (no random draw: the global RNG is never touched)."""
+    ids = (torch.arange(width) * 7919 + 3) % adapter.d_vocab
+    return ids[None].to(adapter.device)
+
+
+def _joined(capture, key) -> Tensor:
+    return torch.cat([capture[key].flatten(), capture.logits.flatten()])
+
+
+def _cache_probe(adapter, backend: CacheBackend) -> Comparison:
+    p, n = _sizes(adapter)
+    tokens = _probe_tokens(adapter, p + n)
+    new = torch.cat([tokens[:, p:], tokens[:, p:].flip(1)])
+    prefix = build_unchecked(adapter, tokens[:, :p], backend)
+    held = backend.length(prefix.cache)
+    if held != p:
+        return Comparison(float("inf"), 1.0, f"; the cache holds {held} positions where {p} were expected")
+    key = (Site.RESID_POST, adapter.n_layers - 1)
+    got = run_after(prefix, new, capture=[key], need_logits=True)
+    full = run_full(adapter, torch.cat([tokens[:, :p].expand(ROWS, -1), new], 1), capture=[key], need_logits=True)
+    reference = torch.cat([full[key][:, p:].flatten(), full.logits[:, p:].flatten()])
+    return compare(_joined(got, key), reference)
+
+
+def cache_verified(adapter, backend: CacheBackend) -> bool:
+    return _cache_verdict(adapter, backend).passed
+
+
+def _cache_verdict(adapter, backend, force=False) -> Verdict:
+    return selfcheck.verdict(
+        adapter, f"kv_prefix[{backend.name}]",
+        "new positions run after a cached prefix equal the same positions of a full run",
+        lambda: _cache_probe(adapter, backend), force=force,
+    )
+
+
+def _cut_probe(adapter, backend: CacheBackend) -> Comparison:
+    p, n = _sizes(adapter)
+    tokens = _probe_tokens(adapter, p + n)
+    longest = build_unchecked(adapter, tokens[:, : p + n - 1], backend)
+    short = max(1, p // 2)
+    cut = backend.cut(longest.cache, short)
+    held = backend.length(cut)
+    if held != short:
+        return Comparison(float("inf"), 1.0, f"; the cut cache holds {held} positions where {short} were expected")
+    prefix = PrefixState(adapter=adapter, tokens=tokens[:, :short], backend=backend, cache=cut)
+    got = run_after(prefix, tokens[:, short:], need_logits=True).logits
+    return compare(got, run_full(adapter, tokens, need_logits=True).logits[:, short:])
+
+
+def cut_verified(adapter, backend: CacheBackend) -> bool:
+    return _cut_verdict(adapter, backend).passed
+
+
+def _cut_verdict(adapter, backend, force=False) -> Verdict:
+    return selfcheck.verdict(
+        adapter, f"cut_prefix[{backend.name}]", "a longer prefix's cache cut to length k equals a prefix of length k",
+        lambda: _cut_probe(adapter, backend), force=force,
+    )
+
+
+def _scaled_rows(start: int):
+    """A hook that turns one row into ROWS rows, row r scaled by 1/(r+1) from `start` on."""
+
+    def hook(x, hook_point):
+        out = x.expand(ROWS, *x.shape[1:]).clone()
+        scale = 1.0 / torch.arange(1, ROWS + 1, dtype=x.dtype, device=x.device)
+        out[:, start:] = out[:, start:] * scale[:, None, None]
+        return out
+
+    return hook
+
+
+def _layered_probe(adapter, backend: CacheBackend) -> Comparison:
+    p, n = _sizes(adapter)
+    tokens = _probe_tokens(adapter, p + n)
+    layer = adapter.n_layers - 1
+    name = site_hook_name(Site.RESID_PRE, layer)
+    prefix = build_unchecked(adapter, tokens[:, :p], backend)
+    cache = backend.expanded(prefix.cache, ROWS, from_layer=layer)
+    with attached(adapter.model, [(name, _scaled_rows(0))]):
+        got = backend.forward(adapter.model, tokens[:, p:], cache, prefix_len=p, stop=None)
+    reference = run_full(adapter, tokens, hooks=[(name, _scaled_rows(p))], need_logits=True).logits[:, p:]
+    return compare(got, reference)
+
+
+def layered_verified(adapter, backend: CacheBackend) -> bool:
+    return _layered_verdict(adapter, backend).passed
+
+
+def _layered_verdict(adapter, backend, force=False) -> Verdict:
+    return selfcheck.verdict(
+        adapter, f"layered_run[{backend.name}]",
+        "one row below a layer and several above it, after a cached prefix, equals full runs of each row",
+        lambda: _layered_probe(adapter, backend), force=force,
+    )
+
+
+def _readout_probe(adapter) -> Comparison:
+    p, n = _sizes(adapter)
+    tokens = _probe_tokens(adapter, p + n)
+    positions = [0, p + n - 1]
+    got = run_full(adapter, tokens, hooks=readout_unchecked(adapter, positions), need_logits=True).logits
+    return compare(got, run_full(adapter, tokens, need_logits=True).logits[:, positions])
+
+
+def readout_verified(adapter) -> bool:
+    if not readout_unchecked(adapter, [0]):
+        return True  # no cut to check: callers index the full logits
+    return _readout_verdict(adapter).passed
+
+
+def _readout_verdict(adapter, force=False) -> Verdict:
+    return selfcheck.verdict(
+        adapter, "readout_only", "unembedding only the read positions equals those positions of the full logits",
+        lambda: _readout_probe(adapter), force=force,
+    )
+
+
+def _batched_probe(adapter) -> Comparison:
+    p, n = _sizes(adapter)
+    tokens = _probe_tokens(adapter, p + n)
+    rows = torch.cat([tokens, tokens.roll(1, 1), tokens.flip(1)])
+    got = run_full(adapter, rows, need_logits=True).logits
+    single = torch.cat([run_full(adapter, row[None], need_logits=True).logits for row in rows])
+    return compare(got, single)
+
+
+def batched_verified(adapter) -> bool:
+    return _batched_verdict(adapter).passed
+
+
+def _batched_verdict(adapter, force=False) -> Verdict:
+    return selfcheck.verdict(
+        adapter, "batched_rows", "a batch of different prompts equals each prompt run alone",
+        lambda: _batched_probe(adapter), force=force,
+    )
+
+
+def _lens_probe(adapter) -> Comparison:
+    p, n = _sizes(adapter)
+    tokens = _probe_tokens(adapter, p + n)
+    key = (Site.RESID_POST, adapter.n_layers - 1)
+    capture = run_full(adapter, tokens, capture=[key], need_logits=True)
+    return compare(adapter.lens_logits(capture[key]), capture.logits)
+
+
+def lens_row_verdict(adapter, force=False) -> Verdict:
+    """The lens's last row (final norm + unembedding of the last residual) equals the logits."""
+    return selfcheck.verdict(
+        adapter, "lens_row", "the lens output row equals the model's logits",
+        lambda: _lens_probe(adapter), fallback=False, force=force,
+    )
+
+
+def run_all(adapter, *, force: bool = True) -> list[Verdict]:
+    """Every self-check that applies to this model (re-run unless `force=False`)."""
+    backend = backend_for(adapter)
+    out = []
+    if backend.has_cache:
+        out += [_cache_verdict(adapter, backend, force), _cut_verdict(adapter, backend, force)]
+        if backend.can_layer:
+            out.append(_layered_verdict(adapter, backend, force))
+    if readout_unchecked(adapter, [0]):
+        out.append(_readout_verdict(adapter, force))
+    out += [_batched_verdict(adapter, force), lens_row_verdict(adapter, force)]
+    return out
+
+
+__all__ = [
+    "batched_verified", "cache_verified", "cut_verified", "layered_verified", "lens_row_verdict",
+    "readout_verified", "run_all",
+]

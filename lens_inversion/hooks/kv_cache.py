@@ -1,0 +1,201 @@
+"""Key/value-cache backends: the only code that calls a model with cache arguments.
+
+One interface, three implementations:
+
+- `HFCache`: an HF-booted TransformerBridge, reusing a transformers `DynamicCache`. The
+  cache goes in under the argument name the installed transformers uses (`cache` from
+  5.24, `past_key_values` before). TransformerLens 4.3's attention bridges read only
+  `past_key_values` (or `layer_past`) from their keyword arguments, so while we run, a
+  pre-hook on each attention module hands them the new name's cache under the old name.
+- `HookedCache`: HookedTransformer's frozen key/value cache.
+- `Recompute`: no cache; callers run the full sequence (the reference path).
+
+Whether a backend really reproduces the full run is not assumed: `execution` checks it
+once per model (`selfcheck`) and falls back to `Recompute` when it does not.
+"""
+
+import copy
+import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+_OLD_NAMES = ("past_key_values", "layer_past")
+
+
+def _ones(batch: int, width: int, device) -> Tensor:
+    return torch.ones(batch, width, dtype=torch.long, device=device)
+
+
+class CacheBackend:
+    """Builds, cuts and re-batches a prefix cache, and runs new positions after it."""
+
+    name = "recompute"
+    has_cache = False
+    can_layer = False  # whether rows may differ per layer (layered sweep runs)
+
+    def build(self, model: nn.Module, tokens: Tensor):
+        """Run `tokens` [rows, p] once and return the cache holding their keys/values."""
+        raise NotImplementedError
+
+    def length(self, cache) -> int:
+        raise NotImplementedError
+
+    def cut(self, cache, length: int):
+        """A new cache holding only the first `length` positions (the stored one is untouched)."""
+        raise NotImplementedError
+
+    def expanded(self, cache, batch: int, *, from_layer: int = 0):
+        """A per-call copy whose layers from `from_layer` on hold `batch` rows."""
+        raise NotImplementedError
+
+    def forward(self, model: nn.Module, tokens: Tensor, cache, *, prefix_len: int, stop: int | None) -> Tensor:
+        """Run `tokens` [batch, n] after the cached prefix (the copy may be extended)."""
+        raise NotImplementedError
+
+
+class Recompute(CacheBackend):
+    """The reference: no cache, the caller runs the whole sequence."""
+
+
+class HFCache(CacheBackend):
+    """transformers' DynamicCache behind a TransformerBridge."""
+
+    name = "hf"
+    has_cache = True
+
+    def __init__(self, model: nn.Module) -> None:
+        from transformers import DynamicCache
+
+        self._cache_class = DynamicCache
+        forward = model.original_model.forward
+        self.argument = "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+        self.can_layer = True
+
+    @contextmanager
+    def _old_name_shim(self, model: nn.Module) -> Iterator[None]:
+        """Attention modules that read the cache under its old name get it under both names."""
+        if self.argument == "past_key_values":
+            yield
+            return
+
+        def rename(module, args, kwargs):
+            cache = kwargs.get("cache")
+            if cache is None or any(kwargs.get(name) is not None for name in _OLD_NAMES):
+                return None
+            return args, {**kwargs, "past_key_values": cache}
+
+        handles = [
+            block.attn.register_forward_pre_hook(rename, with_kwargs=True)
+            for block in getattr(model, "blocks", [])
+            if hasattr(block, "attn")
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _call(self, model, tokens, cache, *, width: int, stop: int | None):
+        mask = _ones(tokens.shape[0], width, tokens.device)
+        kwargs = {self.argument: cache, "attention_mask": mask}
+        if stop is not None:
+            kwargs["stop_at_layer"] = stop
+        with self._old_name_shim(model):
+            return model(tokens, **kwargs)
+
+    def build(self, model, tokens):
+        cache = self._cache_class()
+        self._call(model, tokens, cache, width=tokens.shape[1], stop=None)
+        return cache
+
+    def length(self, cache) -> int:
+        return int(cache.get_seq_length())
+
+    def cut(self, cache, length: int):
+        fresh = copy.deepcopy(cache)
+        extra = self.length(fresh) - length
+        if extra > 0:
+            fresh.crop(-extra)  # a negative count removes that many positions (transformers 4 and 5)
+        return fresh
+
+    def expanded(self, cache, batch: int, *, from_layer: int = 0):
+        fresh = copy.deepcopy(cache)
+        rows = int(fresh.layers[0].keys.shape[0]) if fresh.layers else batch
+        if rows == batch:
+            return fresh
+        if from_layer == 0:
+            fresh.batch_repeat_interleave(batch)
+            return fresh
+        for index, layer in enumerate(fresh.layers):
+            if index >= from_layer:
+                layer.batch_repeat_interleave(batch)
+        return fresh
+
+    def forward(self, model, tokens, cache, *, prefix_len, stop):
+        return self._call(model, tokens, cache, width=prefix_len + tokens.shape[1], stop=stop)
+
+
+def _hooked_cache_class():
+    try:
+        from transformer_lens import TransformerLensKeyValueCache as cache_class
+    except ImportError:
+        try:
+            from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache as cache_class
+        except ImportError:
+            return None
+    return cache_class
+
+
+class HookedCache(CacheBackend):
+    """HookedTransformer's key/value cache, frozen after the prefix."""
+
+    name = "hooked"
+    has_cache = True
+
+    def build(self, model, tokens):
+        batch, width = tokens.shape
+        cache = _hooked_cache_class().init_cache(model.cfg, tokens.device, batch)
+        model(tokens, past_kv_cache=cache, attention_mask=_ones(batch, width, tokens.device))
+        cache.freeze()
+        return cache
+
+    def length(self, cache) -> int:
+        return int(cache.previous_attention_mask.shape[1])
+
+    def _rebuilt(self, cache, keys, values, mask):
+        entry_class = type(cache.entries[0])
+        entries = [entry_class(past_keys=k, past_values=v, frozen=True) for k, v in zip(keys, values, strict=True)]
+        return type(cache)(entries=entries, previous_attention_mask=mask, frozen=True)
+
+    def cut(self, cache, length: int):
+        keys = [e.past_keys[:, :length] for e in cache.entries]
+        values = [e.past_values[:, :length] for e in cache.entries]
+        return self._rebuilt(cache, keys, values, cache.previous_attention_mask[:, :length])
+
+    def expanded(self, cache, batch: int, *, from_layer: int = 0):
+        keys = [e.past_keys.expand(batch, *e.past_keys.shape[1:]) for e in cache.entries]
+        values = [e.past_values.expand(batch, *e.past_values.shape[1:]) for e in cache.entries]
+        return self._rebuilt(cache, keys, values, cache.previous_attention_mask.expand(batch, -1))
+
+    def forward(self, model, tokens, cache, *, prefix_len, stop):
+        # HookedTransformer appends the new positions' mask to the cache's own.
+        new_mask = _ones(tokens.shape[0], tokens.shape[1], tokens.device)
+        return model(tokens, past_kv_cache=cache, attention_mask=new_mask, stop_at_layer=stop)
+
+
+def backend_for(adapter) -> CacheBackend:
+    """The cache backend this model supports (unverified), or `Recompute`."""
+    if not adapter.is_bridge:
+        return HookedCache() if _hooked_cache_class() is not None else Recompute()
+    original = getattr(adapter.model, "original_model", None)
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:  # pragma: no cover - transformers ships with every HF bridge
+        return Recompute()
+    return HFCache(adapter.model) if isinstance(original, PreTrainedModel) else Recompute()
+
+
+__all__ = ["CacheBackend", "HFCache", "HookedCache", "Recompute", "backend_for"]

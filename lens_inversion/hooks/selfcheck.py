@@ -1,0 +1,217 @@
+"""Run-time proof that each fast path equals its reference path, once per model.
+
+A fast path (key/value prefix reuse, cut prefixes, layered sweep runs, batched rows,
+readout-only unembedding) asks `verified(adapter, name, probe)` before it is used. The
+first time on a model and configuration the probe runs the fast path and the reference
+path on a small input and compares them within the dtype's tolerance; the verdict is
+cached per model. On a mismatch the caller falls back to the reference path, a
+`SelfCheckWarning` names the versions once, and under strict mode (`strict=True` on a
+public function, `li.strict_checks()`, or `LENS_INVERSION_STRICT=1`) a `SelfCheckError`
+is raised instead. Every verdict used during a public call is recorded on its result.
+"""
+
+import os
+import warnings
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ..errors import LensInversionError
+
+Status = Literal["pass", "fell back", "failed"]
+STRICT_ENV = "LENS_INVERSION_STRICT"
+
+
+class SelfCheckWarning(UserWarning):
+    """A fast path disagreed with its reference path; the reference path was used."""
+
+
+class SelfCheckError(LensInversionError):
+    """Strict mode: a fast path disagreed with its reference path."""
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the libraries whose behaviour the checks depend on."""
+    out = {}
+    for package in ("torch", "transformers", "transformer-lens"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+def versions_line() -> str:
+    return ", ".join(f"{k} {v}" for k, v in versions().items())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verdict:
+    """The outcome of one self-check: what was compared, how far apart, what was done."""
+
+    name: str  # e.g. "kv_prefix[hf]"
+    description: str
+    status: Status
+    max_error: float
+    tolerance: float
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.status} (max |Δ| {self.max_error:.2e}, tolerance {self.tolerance:.1e}){self.detail}"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What a probe measured: the largest difference and the reference's scale."""
+
+    max_error: float
+    scale: float
+    detail: str = ""
+
+
+Probe = Callable[[], Comparison]
+
+_VERDICTS: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, Verdict]]" = weakref.WeakKeyDictionary()
+_STRICT: ContextVar[bool | None] = ContextVar("lens_inversion_strict", default=None)
+_RECORDERS: ContextVar[tuple[list, ...]] = ContextVar("lens_inversion_recorders", default=())
+
+
+def compare(fast: Tensor, reference: Tensor, detail: str = "") -> Comparison:
+    """Largest absolute difference of two tensors, and the reference's largest magnitude."""
+    if fast.shape != reference.shape:
+        return Comparison(float("inf"), 1.0, f"; shapes {tuple(fast.shape)} vs {tuple(reference.shape)}{detail}")
+    diff = (fast.double() - reference.double()).abs()
+    error = float(diff.max()) if diff.numel() else 0.0
+    if error != error:  # NaN
+        error = float("inf")
+    return Comparison(error, float(reference.double().abs().max()) if reference.numel() else 1.0, detail)
+
+
+def tolerance_for(dtype: torch.dtype) -> float:
+    """Relative tolerance of a fast path in `dtype` (batching and cache reuse reorder float sums)."""
+    if dtype in (torch.float16, torch.bfloat16):
+        return 5e-2
+    if dtype == torch.float64:
+        return 1e-9
+    return 1e-4
+
+
+def is_strict() -> bool:
+    value = _STRICT.get()
+    if value is not None:
+        return value
+    return os.environ.get(STRICT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@contextmanager
+def strict_checks(strict: bool | None = True) -> Iterator[None]:
+    """Within the block, a failed self-check raises SelfCheckError (None: keep the current setting)."""
+    if strict is None:
+        yield
+        return
+    if not isinstance(strict, bool):
+        from ..errors import OptionError
+
+        raise OptionError(f"strict={strict!r} is not valid; choose True, False or None.")
+    token = _STRICT.set(strict)
+    try:
+        yield
+    finally:
+        _STRICT.reset(token)
+
+
+@contextmanager
+def recording() -> Iterator[list[Verdict]]:
+    """Collect every verdict consulted in the block (nested blocks all receive them)."""
+    log: list[Verdict] = []
+    token = _RECORDERS.set((*_RECORDERS.get(), log))
+    try:
+        yield log
+    finally:
+        _RECORDERS.reset(token)
+
+
+def _record(verdict: Verdict) -> None:
+    for log in _RECORDERS.get():
+        if all(v.name != verdict.name for v in log):
+            log.append(verdict)
+
+
+def _config(adapter) -> tuple:
+    return (str(adapter.dtype), str(adapter.device))
+
+
+def _decide(model, name: str, description: str, probe: Probe, dtype: torch.dtype, fallback: bool) -> Verdict:
+    from .preserve import preserved
+
+    tol = tolerance_for(dtype)
+    try:
+        with torch.no_grad(), preserved(model):  # eval mode, frozen parameters, every hook removed
+            result = probe()
+        ok = result.max_error <= tol * max(1.0, result.scale)
+        detail = result.detail
+    except Exception as error:  # a fast path that crashes has failed its check too
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        result, ok, detail = Comparison(float("inf"), 1.0), False, f"; raised {type(error).__name__}: {error}"
+    status: Status = "pass" if ok else ("fell back" if fallback else "failed")
+    return Verdict(name=name, description=description, status=status, max_error=result.max_error,
+                   tolerance=tol * max(1.0, result.scale), detail=detail)
+
+
+def _announce(verdict: Verdict, fallback: bool) -> None:
+    action = "using the reference path instead" if fallback else "no reference path to fall back to"
+    message = (
+        f"Self-check {verdict.name!r} failed ({verdict.description}): max |Δ| {verdict.max_error:.3g} "
+        f"> tolerance {verdict.tolerance:.3g}{verdict.detail}; {action}. Versions: {versions_line()}. "
+        "Run `lens-inversion doctor` for every check."
+    )
+    if is_strict():
+        raise SelfCheckError(message)
+    warnings.warn(message, SelfCheckWarning, stacklevel=4)
+
+
+def verdict(adapter, name: str, description: str, probe: Probe, *, fallback: bool = True, force: bool = False) -> Verdict:
+    """The cached verdict of check `name` on this model, running `probe` the first time."""
+    table = _VERDICTS.setdefault(adapter.model, {})
+    key = (name, *_config(adapter))
+    if force or key not in table:
+        table[key] = _decide(adapter.model, name, description, probe, adapter.dtype, fallback)
+        found, fresh = table[key], True
+    else:
+        found, fresh = table[key], False
+    _record(found)
+    if not found.passed and (fresh or is_strict()):
+        _announce(found, fallback)
+    return found
+
+
+def verified(adapter, name: str, description: str, probe: Probe) -> bool:
+    """Whether the fast path `name` may be used on this model (its check passed)."""
+    return verdict(adapter, name, description, probe).passed
+
+
+def forget(model) -> None:
+    """Drop the cached verdicts of `model` (after changing its weights or backend)."""
+    _VERDICTS.pop(getattr(model, "model", model), None)
+
+
+def cached_verdicts(model) -> list[Verdict]:
+    return list(_VERDICTS.get(getattr(model, "model", model), {}).values())
+
+
+__all__ = [
+    "Comparison", "SelfCheckError", "SelfCheckWarning", "Verdict", "cached_verdicts", "compare", "forget",
+    "is_strict", "recording", "strict_checks", "verdict", "verified", "versions",
+]
