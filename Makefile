@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 TL_SPEC ?= transformer-lens>=4.3,<5
+# Exact tested versions; `make test CONSTRAINTS=` installs the newest releases instead.
+CONSTRAINTS ?= constraints/tested.txt
+PIP_C := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 PROMPT ?= The sky is blue.
 BIN := $(VENV)/bin
 
@@ -16,10 +19,10 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet "$(TL_SPEC)" -e .
+	$(BIN)/pip install --quiet $(PIP_C) "$(TL_SPEC)" -e .
 
 install-dev: install
-	$(BIN)/pip install --quiet -e ".[dev,docs]"
+	$(BIN)/pip install --quiet $(PIP_C) -e ".[dev,docs]"
 
 report: install
 	HF_HUB_OFFLINE=1 $(BIN)/lens-inversion report "$(PROMPT)" --out report.html

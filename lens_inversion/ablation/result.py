@@ -1,6 +1,6 @@
 """AblationResult: sweep values over layers × positions (or layers × widths), with plots."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +29,7 @@ class AblationResult:
         readout: the position whose prediction the metric reads (None for "loss" and
             callables, which see every position).
     """
+    checks: tuple = field(default=(), repr=False, compare=False)  # self-check verdicts the call relied on
 
     values: Float[Tensor, "layer column"]
     layers: list[int]

@@ -16,6 +16,7 @@ from .._typing import Tokens
 from ..errors import OptionError
 from ..hooks.adapter import ModelAdapter
 from ..hooks.execution import PrefixState
+from ..hooks.fast_paths import batched_verified
 from .objective import Objective, widen
 
 BASELINES = ("pad", "eos", "bos", "zero", "mean")
@@ -124,6 +125,8 @@ def occlusion_values(
     wanted = reuse == "cache" or (reuse == "auto" and n >= PREFIX_MIN_TOKENS)
     probe = PrefixState.build(adapter, tokens[:, :1], reuse=reuse) if spans and wanted else None
     cached = probe is not None and probe.cached
+    if not batched_verified(adapter):
+        chunk_size = 1  # batched rows disagree with single rows on this model: one variant per forward
     size = chunk_size or (
         min(prefix_chunk(n), default_chunk(n, len(objective.rows))) if cached else default_chunk(n, len(objective.rows))
     )

@@ -33,6 +33,7 @@ class AttributionResult:
         matrix, raw_matrix, output_positions: per-output mode only — [out, pos] scores of
             every output row (row-normalised) and the positions those rows read.
     """
+    checks: tuple = field(default=(), repr=False, compare=False)  # self-check verdicts the call relied on
 
     scores: Float[Tensor, " pos"]
     raw_scores: Float[Tensor, " pos"]

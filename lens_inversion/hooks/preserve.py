@@ -1,5 +1,6 @@
 """Guarantee that a public function leaves the user's model exactly as it found it."""
 
+import dataclasses
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -74,10 +75,14 @@ def preserves_model(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(model, *args, **kwargs):
         from .adapter import check_model, unwrap_model
+        from .selfcheck import recording
 
         inner = unwrap_model(model)
         check_model(inner)  # a clear UnsupportedModelError before anything touches it
-        with preserved(inner):
-            return fn(model, *args, **kwargs)
+        with preserved(inner), recording() as checks:
+            result = fn(model, *args, **kwargs)
+        if dataclasses.is_dataclass(result) and any(f.name == "checks" for f in dataclasses.fields(result)):
+            result = dataclasses.replace(result, checks=(*result.checks, *(c for c in checks if c not in result.checks)))
+        return result
 
     return wrapper  # type: ignore[return-value]

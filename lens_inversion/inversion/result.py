@@ -52,6 +52,7 @@ class InversionResult:
     restart_decoded_distances: Float[Tensor, "batch restarts"] | None = None
     steps_run: int = 0
     options: dict = field(default_factory=dict)
+    checks: tuple = field(default=(), repr=False, compare=False)  # self-check verdicts the call relied on
 
     @property
     def text(self) -> str:

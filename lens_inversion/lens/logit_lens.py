@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..errors import OptionError, check_choice
 from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.cache import cached_activation
+from ..hooks.fast_paths import lens_row_verdict
 from ..hooks.preserve import preserves_model
 from ..hooks.sites import Site
 from . import metrics
@@ -170,6 +171,7 @@ def logit_lens(
     p = adapter.prompt(prompt)
     row_specs = _rows(adapter, rows, layers)
     cols = _positions(positions, p.pos)
+    lens_row_verdict(adapter)  # recorded on the result; warns (or raises when strict) if the last row != logits
     with torch.no_grad():
         acts, logits = _activations(adapter, p.tokens, row_specs, cache)
         return _score(adapter, p, row_specs, cols, acts, logits, compare, top_k, chunk_size, progress)

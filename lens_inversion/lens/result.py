@@ -43,6 +43,7 @@ class LogitLensResult:
         positions: the prompt positions of the columns.
     Padding cells hold NaN (−1 for token ids).
     """
+    checks: tuple = field(default=(), repr=False, compare=False)  # self-check verdicts the call relied on
 
     kl: Float[Tensor, "*batch row pos"]
     rank: Float[Tensor, "*batch row pos"]
