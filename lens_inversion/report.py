@@ -12,6 +12,7 @@ from .ablation import AblationResult, ablation_sweep
 from .attribution import AttributionResult, attribute
 from .errors import OptionError
 from .hooks import adapter_for, preserves_model
+from .hooks.fast_paths import run_all
 from .hooks.sites import Site, site_hook_name
 from .inversion import InversionResult, invert
 from .lens import LogitLensResult, logit_lens
@@ -44,6 +45,7 @@ class ReportResult:
     ablation: AblationResult
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    checks: tuple = ()  # every self-check verdict on this model (pass / fell back / failed)
 
     def __repr__(self) -> str:
         acc = ", ".join(
@@ -139,7 +141,7 @@ def report(
     if path.parent and not path.parent.exists():
         raise OptionError(f"Cannot write the report to {str(path)!r}: folder {str(path.parent)!r} does not exist.")
 
-    steps = 2 + len(ATTRIBUTION_METHODS) + len(layers) * len(INVERSION_METHODS) + 2
+    steps = 2 + len(ATTRIBUTION_METHODS) + len(layers) * len(INVERSION_METHODS) + 3
     bar = tqdm(total=steps, desc="report", disable=not progress, leave=False)
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -176,7 +178,9 @@ def report(
                 seed=seed, progress=False,
             ),
         )
+        checks = step("self-checks", lambda: tuple(run_all(adapter, force=False)))
         result = ReportResult(
+            checks=checks,
             path=path,
             prompt=prompt,
             model_name=_model_name(adapter.model),
@@ -263,6 +267,17 @@ def _write(result: ReportResult, adapter, title: str | None) -> Path:
            if sweep.metric == "kl" else "."),
     )
     page.figure(sweep.plot(log=sweep.metric == "kl"))
+    page.heading(
+        "Self-checks",
+        note="Each fast path used above (key/value prefix reuse, cut prefixes, layered sweep runs, readout-only "
+        "unembedding, batched rows) was compared once on this model with its reference path; 'fell back' means "
+        "the reference path was used instead, 'failed' that no reference path exists. `lens-inversion doctor` "
+        "reruns them.",
+    )
+    page.table(
+        ["check", "status", "max |Δ|", "tolerance", "what it compares"],
+        [[c.name, c.status, f"{c.max_error:.2e}", f"{c.tolerance:.2e}", c.description + c.detail] for c in result.checks],
+    )
     page.fragment(
         '<p class="li-note">Timings (s): '
         + ", ".join(f"{label} {seconds:.2f}" for label, seconds in result.timings.items())

@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
     except LensInversionError as error:
         return _fail(str(error))
     except (FileNotFoundError, IsADirectoryError, PermissionError) as error:
@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lens-inversion: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 def _fail(message: str) -> int:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import OptionError
 from ..viz.html import write_figures_html
+from .doctor import run_doctor
 from .to_json import write_json
 
 
@@ -98,6 +99,7 @@ COMMANDS = {
     "invert": run_invert,
     "attribute": run_attribute,
     "ablate": run_ablate,
+    "doctor": run_doctor,
 }
 
 __all__ = ["COMMANDS"]

@@ -13,6 +13,7 @@ examples:
   lens-inversion attribute "The sky is blue. The grass is" --method occlusion --json attr.json
   lens-inversion ablate "The sky is blue." --ablation mean --metric kl --out ablation.html
   lens-inversion report "Hello" --model ./my-hf-model-dir   (a local Hugging Face directory)
+  lens-inversion doctor    (versions and self-checks: run it when numbers look wrong)
 """
 
 
@@ -85,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     abl.add_argument("--site", default="resid_post", help="resid_pre, resid_mid, resid_post, attn_out, mlp_out")
     abl.add_argument("--metric", default="kl", choices=["kl", "logit_diff", "loss", "prob"])
     abl.add_argument("--reference", default=None, help="reference prompt for mean/resample (default: the prompt)")
+    doctor = commands.add_parser(
+        "doctor", help="versions, and every fast path's self-check (exit status 1 on a failure)",
+        formatter_class=_Formatter,
+        description="Print the versions of torch, transformers and TransformerLens, then run every self-check "
+                    "(cache reuse, cut prefixes, layered runs, readout-only unembedding, batched rows, lens row) "
+                    "on the embedded models and on --model.")
+    doctor.add_argument("--model", default=None, help="also check this model (a local directory or a hub name)")
+    doctor.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
     return parser
 
 
