@@ -30,6 +30,7 @@ from .errors import (
     UnsupportedModelError,
 )
 from .hooks import ModelAdapter, Site, Target
+from .hooks.selfcheck import SelfCheckError, SelfCheckWarning, Verdict, strict_checks
 from .inversion import (
     FeatureVizResult,
     InversionResult,
@@ -66,11 +67,14 @@ __all__ = [
     "PromptError",
     "RemoveResidual",
     "ReportResult",
+    "SelfCheckError",
+    "SelfCheckWarning",
     "Site",
     "Target",
     "TargetError",
     "TruncateWidth",
     "UnsupportedModelError",
+    "Verdict",
     "WalkResult",
     "ZeroComponent",
     "ablated",
@@ -85,5 +89,6 @@ __all__ = [
     "logit_lens",
     "orthogonal_walk",
     "report",
+    "strict_checks",
     "visualize_feature",
 ]

@@ -122,3 +122,15 @@ def test_a_verdict_is_computed_once_per_model(hf_model, monkeypatch):
         PrefixState.build(hf_model, _tokens(hf_model, 5))
     # One probe prefix, then one real prefix per call.
     assert len(calls) == 1 + 3
+
+
+def test_doctor_reports_versions_and_exits_nonzero_on_a_failure(monkeypatch, capsys):
+    from lens_inversion.cli import main
+
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "transformers" in out and "kv_prefix[hf]" in out and "all self-checks passed" in out
+    _drop_cache(monkeypatch)
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL kv_prefix[hf]" in out and "holds 0 positions" in out
