@@ -14,6 +14,7 @@ Whether a backend really reproduces the full run is not assumed: `execution` che
 once per model (`selfcheck`) and falls back to `Recompute` when it does not.
 """
 
+import abc
 import copy
 import inspect
 from collections.abc import Iterator
@@ -29,42 +30,49 @@ def _ones(batch: int, width: int, device) -> Tensor:
     return torch.ones(batch, width, dtype=torch.long, device=device)
 
 
-class CacheBackend:
-    """Builds, cuts and re-batches a prefix cache, and runs new positions after it."""
+class Recompute:
+    """The reference: no cache, the caller runs the whole sequence."""
 
     name = "recompute"
     has_cache = False
+    can_layer = False
+
+
+class CachedBackend(abc.ABC):
+    """Builds, cuts and re-batches a prefix cache, and runs new positions after it."""
+
+    name: str
+    has_cache = True
     can_layer = False  # whether rows may differ per layer (layered sweep runs)
 
+    @abc.abstractmethod
     def build(self, model: nn.Module, tokens: Tensor):
         """Run `tokens` [rows, p] once and return the cache holding their keys/values."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def length(self, cache) -> int:
-        raise NotImplementedError
+        """Positions the cache holds."""
 
+    @abc.abstractmethod
     def cut(self, cache, length: int):
         """A new cache holding only the first `length` positions (the stored one is untouched)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def expanded(self, cache, batch: int, *, from_layer: int = 0):
         """A per-call copy whose layers from `from_layer` on hold `batch` rows."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def forward(self, model: nn.Module, tokens: Tensor, cache, *, prefix_len: int, stop: int | None) -> Tensor:
         """Run `tokens` [batch, n] after the cached prefix (the copy may be extended)."""
-        raise NotImplementedError
 
 
-class Recompute(CacheBackend):
-    """The reference: no cache, the caller runs the whole sequence."""
+CacheBackend = CachedBackend | Recompute
 
 
-class HFCache(CacheBackend):
+class HFCache(CachedBackend):
     """transformers' DynamicCache behind a TransformerBridge."""
 
     name = "hf"
-    has_cache = True
 
     def __init__(self, model: nn.Module) -> None:
         from transformers import DynamicCache
@@ -149,11 +157,10 @@ def _hooked_cache_class():
     return cache_class
 
 
-class HookedCache(CacheBackend):
+class HookedCache(CachedBackend):
     """HookedTransformer's key/value cache, frozen after the prefix."""
 
     name = "hooked"
-    has_cache = True
 
     def build(self, model, tokens):
         batch, width = tokens.shape
@@ -198,4 +205,4 @@ def backend_for(adapter) -> CacheBackend:
     return HFCache(adapter.model) if isinstance(original, PreTrainedModel) else Recompute()
 
 
-__all__ = ["CacheBackend", "HFCache", "HookedCache", "Recompute", "backend_for"]
+__all__ = ["CacheBackend", "CachedBackend", "HFCache", "HookedCache", "Recompute", "backend_for"]
