@@ -2,13 +2,18 @@
 
 import dataclasses
 import functools
+import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 from torch import Tensor, nn
 
 F = TypeVar("F", bound=Callable)
+
+# ids of the models a `preserved` block is active for, in this thread's context
+_ACTIVE: ContextVar[frozenset[int]] = ContextVar("lens_inversion_preserved", default=frozenset())
 
 
 def _hook_keys(module: nn.Module) -> tuple[frozenset, ...]:
@@ -23,6 +28,15 @@ def _transient_tensors(module: nn.Module) -> dict[str, Tensor | None]:
     return {k: v for k, v in vars(module).items() if v is None or isinstance(v, Tensor)}
 
 
+def _all_modules(model: nn.Module) -> list[nn.Module]:
+    """Every module of `model`, with a bridge's wrapped source model (kept outside its module tree)."""
+    seen: dict[int, nn.Module] = {id(m): m for m in model.modules()}
+    original = vars(model).get("original_model")
+    if isinstance(original, nn.Module):
+        seen.update((id(m), m) for m in original.modules())
+    return list(seen.values())
+
+
 @contextmanager
 def preserved(model: nn.Module) -> Iterator[None]:
     """Run the body in eval mode with frozen parameters; restore everything afterwards.
@@ -32,23 +46,31 @@ def preserved(model: nn.Module) -> Iterator[None]:
     added during the body is removed), and tensors the backend caches on its modules
     (e.g. a bridge's last attention pattern, which would otherwise keep our autograd
     graph alive). Weights are never written by our code; the tests check them bit for bit.
+    A nested block for a model that is already preserved costs nothing: the outer one restores.
     """
+    if id(model) in _ACTIVE.get():
+        yield
+        return
     from .adapter import wire_bridge_internals
 
     wire_bridge_internals(model)
-    modules = list(model.modules())
+    modules = _all_modules(model)
     params = list(model.parameters())
     training = [m.training for m in modules]
     requires_grad = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
     hooks = [_hook_keys(m) for m in modules]
     cached = [_transient_tensors(m) for m in modules]
+    token = _ACTIVE.set(_ACTIVE.get() | {id(model)})
     try:
-        model.eval()
+        for m in modules:
+            if m.training:
+                m.train(False)
         for p in params:
             p.requires_grad_(False)
         yield
     finally:
+        _ACTIVE.reset(token)
         for m, flag in zip(modules, training, strict=False):
             m.training = flag
         for p, flag, grad in zip(params, requires_grad, grads, strict=False):
@@ -70,19 +92,37 @@ def preserved(model: nn.Module) -> Iterator[None]:
 
 
 def preserves_model(fn: F) -> F:
-    """Decorate a public function whose first argument is the model with `preserved`."""
+    """Decorate a public function whose first argument is the model with `preserved`.
+
+    The wrapper also takes a keyword-only `strict=False`: with `strict=True` a fast path
+    whose self-check fails raises `SelfCheckError` instead of falling back (the same as
+    running the call inside `li.strict_checks()`). The signature shown by `help()` lists it.
+    """
 
     @functools.wraps(fn)
-    def wrapper(model, *args, **kwargs):
+    def wrapper(model, *args, strict: bool = False, **kwargs):
         from .adapter import check_model, unwrap_model
-        from .selfcheck import recording
+        from .selfcheck import recording, strict_checks
 
+        if not isinstance(strict, bool):
+            from ..errors import OptionError
+
+            raise OptionError(f"strict={strict!r} is not valid; choose True or False.")
         inner = unwrap_model(model)
         check_model(inner)  # a clear UnsupportedModelError before anything touches it
-        with preserved(inner), recording() as checks:
+        with strict_checks(True if strict else None), preserved(inner), recording() as checks:
             result = fn(model, *args, **kwargs)
         if dataclasses.is_dataclass(result) and any(f.name == "checks" for f in dataclasses.fields(result)):
             result = dataclasses.replace(result, checks=(*result.checks, *(c for c in checks if c not in result.checks)))
         return result
 
+    wrapper.__signature__ = _with_strict(inspect.signature(fn))  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+def _with_strict(signature: inspect.Signature) -> inspect.Signature:
+    """`signature` with a keyword-only `strict: bool = False`, placed before any **kwargs."""
+    params = list(signature.parameters.values())
+    strict = inspect.Parameter("strict", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=bool)
+    at = len(params) - 1 if params and params[-1].kind is inspect.Parameter.VAR_KEYWORD else len(params)
+    return signature.replace(parameters=[*params[:at], strict, *params[at:]])

@@ -82,7 +82,8 @@ class Comparison:
 
 Probe = Callable[[], Comparison]
 
-_VERDICTS: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, Verdict]]" = weakref.WeakKeyDictionary()
+# model -> (hash of its weights' state, {(check, dtype, device): verdict})
+_VERDICTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[int, dict[tuple, Verdict]]]" = weakref.WeakKeyDictionary()
 _STRICT: ContextVar[bool | None] = ContextVar("lens_inversion_strict", default=None)
 _RECORDERS: ContextVar[tuple[list, ...]] = ContextVar("lens_inversion_recorders", default=())
 
@@ -148,8 +149,14 @@ def _record(verdict: Verdict) -> None:
             log.append(verdict)
 
 
-def _config(adapter) -> tuple:
-    return (str(adapter.dtype), str(adapter.device))
+def weights_state(model: torch.nn.Module) -> tuple:
+    """Changes whenever a parameter is written in place or replaced (then every verdict is stale)."""
+    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+
+
+def config_key(adapter) -> tuple:
+    """What a verdict depends on besides the check: dtype, device and the current weights."""
+    return (str(adapter.dtype), str(adapter.device), hash(weights_state(adapter.model)))
 
 
 def _decide(model, name: str, description: str, probe: Probe, dtype: torch.dtype, fallback: bool) -> Verdict:
@@ -184,8 +191,12 @@ def _announce(verdict: Verdict, fallback: bool) -> None:
 
 def verdict(adapter, name: str, description: str, probe: Probe, *, fallback: bool = True, force: bool = False) -> Verdict:
     """The cached verdict of check `name` on this model, running `probe` the first time."""
-    table = _VERDICTS.setdefault(adapter.model, {})
-    key = (name, *_config(adapter))
+    config = config_key(adapter)
+    held = _VERDICTS.get(adapter.model)
+    if held is None or held[0] != config[2]:  # new weights: every verdict is stale
+        held = _VERDICTS[adapter.model] = (config[2], {})
+    table = held[1]
+    key = (name, *config[:2])
     if force or key not in table:
         table[key] = _decide(adapter.model, name, description, probe, adapter.dtype, fallback)
         found, fresh = table[key], True
@@ -203,15 +214,16 @@ def verified(adapter, name: str, description: str, probe: Probe) -> bool:
 
 
 def forget(model) -> None:
-    """Drop the cached verdicts of `model` (after changing its weights or backend)."""
+    """Drop the cached verdicts of `model` (writing its weights does this by itself)."""
     _VERDICTS.pop(getattr(model, "model", model), None)
 
 
 def cached_verdicts(model) -> list[Verdict]:
-    return list(_VERDICTS.get(getattr(model, "model", model), {}).values())
+    held = _VERDICTS.get(getattr(model, "model", model))
+    return list(held[1].values()) if held else []
 
 
 __all__ = [
-    "Comparison", "SelfCheckError", "SelfCheckWarning", "Verdict", "cached_verdicts", "compare", "forget",
-    "is_strict", "recording", "strict_checks", "verdict", "verified", "versions",
+    "Comparison", "SelfCheckError", "SelfCheckWarning", "Verdict", "cached_verdicts", "compare", "config_key", "forget",
+    "is_strict", "weights_state", "recording", "strict_checks", "verdict", "verified", "versions",
 ]

@@ -84,6 +84,22 @@ def test_strict_mode_raises_naming_the_check_and_versions(hf_model, monkeypatch)
         PrefixState.build(hf_model, _tokens(hf_model, 5))
 
 
+def test_strict_keyword_on_a_public_function_raises(hf_model, monkeypatch):
+    import inspect
+
+    import lens_inversion as li
+    from lens_inversion.errors import OptionError
+
+    assert inspect.signature(li.invert).parameters["strict"].default is False
+    assert inspect.signature(li.attribute).parameters["strict"].kind is inspect.Parameter.KEYWORD_ONLY
+    _drop_cache(monkeypatch)
+    target = f"blocks.{hf_model.cfg.n_layers - 1}.hook_resid_post"
+    with pytest.raises(SelfCheckError, match=r"kv_prefix\[hf\]"):
+        li.invert(hf_model, TEXT, target=target, method="exact", progress=False, seed=0, strict=True)
+    with pytest.raises(OptionError, match="strict='yes'"):
+        li.invert(hf_model, TEXT, target=target, method="exact", strict="yes")
+
+
 def test_broken_cut_falls_back_to_recompute(hf_model, monkeypatch):
     monkeypatch.setattr(HFCache, "cut", lambda self, cache, length: cache)  # forgets to cut
     adapter = adapter_for(hf_model)
