@@ -34,6 +34,8 @@ from .hooks.selfcheck import SelfCheckError, SelfCheckWarning, Verdict, strict_c
 from .inversion import (
     FeatureVizResult,
     InversionResult,
+    InversionVerdict,
+    InversionWarning,
     PositionReport,
     WalkResult,
     clamped_walk,
@@ -59,6 +61,8 @@ __all__ = [
     "FreezeLayerNorm",
     "HookNeverFiredError",
     "InversionResult",
+    "InversionVerdict",
+    "InversionWarning",
     "LensInversionError",
     "LogitLensResult",
     "ModelAdapter",

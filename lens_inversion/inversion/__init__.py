@@ -7,6 +7,8 @@ from .feature_viz import FeatureVizResult as FeatureVizResult
 from .feature_viz import visualize_feature as visualize_feature
 from .gradient import invert_gradient as invert_gradient
 from .result import InversionResult as InversionResult
+from .result import InversionVerdict as InversionVerdict
+from .result import InversionWarning as InversionWarning
 from .result import PositionReport as PositionReport
 from .result import WalkResult as WalkResult
 from .walks import clamped_walk as clamped_walk

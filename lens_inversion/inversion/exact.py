@@ -22,7 +22,7 @@ from ..hooks import ModelAdapter, Site, adapter_for, preserves_model
 from ..hooks.execution import REUSE, PrefixState, run_after
 from .candidates import ORDERS, allowed_ids, order_candidates
 from .observed import Observed, as_targets, observe
-from .result import InversionResult, PositionReport
+from .result import InversionResult, PositionReport, exact_verdict, warn_unverified
 
 _ATOL = 1e-6
 
@@ -237,7 +237,8 @@ def _search_one(search: _Search, n_pos: int, bar) -> tuple[list[int], list[Posit
                 margin = min(margin, other.total**0.5 - best.total**0.5)
         reports.append(PositionReport(position=position, token=rec["token"], candidates_checked=rec["checked"],
                                       margin=margin, best_distance=rec["best"], seconds=rec["seconds"],
-                                      unique=rec["best"] <= rec["tol"] < margin, observed=rec["observed"]))
+                                      unique=rec["best"] <= rec["tol"] < margin, observed=rec["observed"],
+                                      tolerance=rec["tol"]))
     return [r.token for r in reports], reports
 
 
@@ -249,6 +250,13 @@ def _distances(adapter: ModelAdapter, observed: Observed, tokens: Tensor, embeds
     for target, values in zip(observed.targets, observed.values, strict=True):
         total = total + (target.select(capture[target.key]).float() - values).pow(2).sum((1, 2))
     return total.sqrt()
+
+
+def _end_tolerance(observed: Observed, tolerance: float) -> Tensor:
+    """What the end-to-end distance of a correct answer may reach: the relative tolerance of the
+    whole observation (at least float32 noise) plus the per-position absolute floor."""
+    norm = sum(v.float().pow(2).sum((1, 2)) for v in observed.values).sqrt()
+    return max(tolerance, 1e-5) * norm + _ATOL * observed.n_pos**0.5
 
 
 EXACT_OPTIONS = (
@@ -343,6 +351,8 @@ def invert_exact(
     distances = _distances(adapter, observed, tokens)
     noise = torch.randn(adapter.embed(tokens).shape, generator=generator) / 20
     shifted = _distances(adapter, observed, tokens, adapter.embed(tokens).detach() + noise.to(adapter.device))
+    verdict = exact_verdict(tuple(all_reports), distances.cpu(), _end_tolerance(observed, float(tolerance)).cpu())
+    warn_unverified(verdict)
     accuracy = None
     if observed.true_tokens is not None:
         true = observed.true_tokens
@@ -361,6 +371,7 @@ def invert_exact(
         shifted_distance=float(shifted.mean()),
         shifted_distances=shifted,
         positions=tuple(all_reports),
+        verdict=verdict,
         seconds=time.perf_counter() - started,
         texts=[adapter.decode(_without_leading_bos(row, adapter.bos_token_id)) for row in all_tokens],
         options=dict(beam=beam, hidden_top=hidden_top, order=order, batch_size=batch_size, tolerance=tolerance,

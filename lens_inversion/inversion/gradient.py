@@ -20,7 +20,7 @@ from ..hooks.targets import index_positions
 from .decode import DECODINGS, EmbeddingTable, allowed_mask, embedding_scores, mask_scores
 from .losses import LossName, loss_function, total_distance
 from .observed import as_targets, observe
-from .result import InversionResult
+from .result import InversionResult, InversionVerdict, gradient_verdict
 
 GRADIENT_OPTIONS = (
     "loss", "alpha", "beta", "steps", "lr", "lr_end_factor", "optimizer", "momentum", "start", "noise_weight",
@@ -244,6 +244,7 @@ def invert_gradient(
         best_embeds, top = embeds[pick], top_all[pick]
         tokens = top[..., 0]
         decoded = decoded_all.gather(1, best[:, None]).flatten()
+        verdict = _decoded_verdict(problem, tokens, values)
     loss_history = torch.stack([h.gather(1, best[:, None].to(h.device)).mean() for h in history]) if history else None
     accuracy = None
     if true is not None:
@@ -271,12 +272,21 @@ def invert_gradient(
         restart_distances=final.cpu(),
         restart_decoded_distances=decoded_all.cpu(),
         steps_run=steps_run,
+        verdict=verdict,
         options=dict(
             loss=loss if isinstance(loss, str) else "callable", optimizer=optimizer, steps=steps,
             lr=lr or DEFAULT_LR[optimizer], n_restarts=R, sequential=sequential, seed=seed, start=start,
             decoding=decoding,
         ),
     )
+
+
+def _decoded_verdict(problem: _Problem, tokens: Tensor, values: Sequence[Tensor]) -> InversionVerdict:
+    """Do the decoded tokens reproduce the target? L2 over every target, as the exact search checks."""
+    outs = problem.outputs(problem.table.embed(tokens))
+    gap = sum((o.float() - v.float()).pow(2).flatten(1).sum(1) for o, v in zip(outs, values, strict=True)).sqrt()
+    scale = sum(v.float().pow(2).flatten(1).sum(1) for v in values).sqrt()
+    return gradient_verdict(gap.cpu(), scale.cpu(), relative=1e-4)
 
 
 def _true_input(problem: _Problem, tokens: Tensor, d_vocab: int) -> Tensor:

@@ -1,9 +1,18 @@
 """Result types shared by every inversion method (gradient, exact) and by walks."""
 
+import math
+import warnings
 from dataclasses import dataclass, field
+from typing import Literal
 
 from jaxtyping import Float, Int
 from torch import Tensor
+
+VerdictStatus = Literal["verified", "not verified", "ambiguous"]
+
+
+class InversionWarning(UserWarning):
+    """An exact inversion finished without proving its answer (not verified or ambiguous)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -18,6 +27,87 @@ class PositionReport:
     seconds: float
     unique: bool  # the best beats the runner-up by more than the tolerance
     observed: bool = True  # False for positions hidden by the target's token slice
+    tolerance: float = math.nan  # the largest distance that counts as reproducing this position
+
+    @property
+    def reproduced(self) -> bool:
+        """The chosen token reproduces the observation within the tolerance."""
+        return self.best_distance <= self.tolerance
+
+    @property
+    def decided(self) -> bool:
+        """Something observed depends on this token (False past the target's last position)."""
+        return self.candidates_checked > 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class InversionVerdict:
+    """Whether the recovered input provably reproduces the target, with the evidence.
+
+    "verified": every position reproduces the observation within its tolerance and no
+    other token does; "ambiguous": it reproduces, but some position has a rival within
+    the tolerance or is not observed at all; "not verified": it does not reproduce.
+    """
+
+    status: VerdictStatus
+    worst_distance: float  # the largest distance left (per position for exact, per prompt for gradient)
+    tolerance: float  # the tolerance that distance is held to
+    worst_margin: float  # the smallest runner-up margin (exact; NaN for gradient methods)
+    reason: str
+
+    @property
+    def verified(self) -> bool:
+        return self.status == "verified"
+
+    def __str__(self) -> str:
+        return f"{self.status}: {self.reason}"
+
+
+def exact_verdict(positions: "tuple[PositionReport, ...]", end_to_end: Tensor, end_tolerance: Tensor) -> InversionVerdict:
+    """Judge an exact search from its per-position evidence and the end-to-end distances."""
+    decided = [r for r in positions if r.decided]
+    margin = min((r.margin for r in decided), default=math.nan)
+    worst = max(decided, key=lambda r: r.best_distance - r.tolerance, default=None)
+    gap = (end_to_end - end_tolerance).max()
+    if worst is not None and not worst.reproduced:
+        return InversionVerdict(
+            status="not verified", worst_distance=worst.best_distance, tolerance=worst.tolerance, worst_margin=margin,
+            reason=f"no token reproduces position {worst.position} (best distance {worst.best_distance:.3g} > "
+                   f"tolerance {worst.tolerance:.3g}): the activation is not one this model gives for any input searched")
+    worst_end, worst_tol = float(end_to_end.max()), float(end_tolerance[end_to_end.argmax()])
+    if float(gap) > 0:
+        return InversionVerdict(
+            status="not verified", worst_distance=worst_end, tolerance=worst_tol, worst_margin=margin,
+            reason=f"the recovered input's end-to-end distance {worst_end:.3g} exceeds its tolerance {worst_tol:.3g}")
+    undecided = [r.position for r in positions if not r.decided]
+    rivals = [r for r in decided if not r.unique]
+    if undecided or rivals:
+        what = [f"positions {undecided} are not observed by the target"] if undecided else []
+        what += [f"position {r.position} has a rival within the tolerance (margin {r.margin:.3g})" for r in rivals[:3]]
+        return InversionVerdict(status="ambiguous", worst_distance=worst_end, tolerance=worst_tol, worst_margin=margin,
+                                reason="; ".join(what))
+    return InversionVerdict(status="verified", worst_distance=worst_end, tolerance=worst_tol, worst_margin=margin,
+                            reason=f"every position reproduced and unique (smallest margin {margin:.3g})")
+
+
+def gradient_verdict(decoded_gap: Tensor, scale: Tensor, relative: float) -> InversionVerdict:
+    """Judge a gradient result: do its decoded tokens reproduce the target (L2, relative tolerance)?"""
+    tol = relative * scale + 1e-6
+    b = int((decoded_gap - tol).argmax())
+    worst, limit = float(decoded_gap[b]), float(tol[b])
+    if worst <= limit:
+        return InversionVerdict(status="verified", worst_distance=worst, tolerance=limit, worst_margin=math.nan,
+                                reason="the decoded tokens reproduce the target activation")
+    return InversionVerdict(
+        status="not verified", worst_distance=worst, tolerance=limit, worst_margin=math.nan,
+        reason=f"the decoded tokens' activation is {worst:.3g} from the target (tolerance {limit:.3g}); gradient "
+               "descent gives no exactness guarantee: use method=\"exact\" for a verified answer")
+
+
+def warn_unverified(verdict: InversionVerdict) -> None:
+    """Say so when an exact search did not prove its answer (never silently wrong)."""
+    if not verdict.verified:
+        warnings.warn(f"Exact inversion is {verdict}.", InversionWarning, stacklevel=4)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +142,7 @@ class InversionResult:
     restart_decoded_distances: Float[Tensor, "batch restarts"] | None = None
     steps_run: int = 0
     options: dict = field(default_factory=dict)
+    verdict: InversionVerdict | None = None  # does the recovered input reproduce the target?
     checks: tuple = field(default=(), repr=False, compare=False)  # self-check verdicts the call relied on
 
     @property
@@ -76,6 +167,8 @@ class InversionResult:
                 parts.append(f"{name}={value:.4g}")
         if self.steps_run:
             parts.append(f"steps_run={self.steps_run}")
+        if self.verdict is not None:
+            parts.append(f"verdict={self.verdict.status!r}")
         return f"InversionResult({', '.join(parts)})"
 
     def plot(self):

@@ -13,7 +13,10 @@ h1 { font-size: 1.6rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .3
 table.li-table { border-collapse: collapse; margin: 1rem 0; }
 table.li-table td, table.li-table th { border: 1px solid #ccc; padding: .3rem .6rem; text-align: left; }
 .li-note { color: #555; font-size: .9rem; }
+tr.li-failed td { background: #fde8e8; color: #9b1c1c; } tr.li-warn td { background: #fff6e0; color: #7a5200; }
 """
+
+ROW_CLASSES = {"failed": "li-failed", "warn": "li-warn", "ok": ""}
 
 
 @dataclass
@@ -39,9 +42,15 @@ class ReportBuilder:
         """Append HTML produced by our own escaping code (never raw user text)."""
         self.parts.append(raw_html)
 
-    def table(self, header: list[str], rows: list[list[object]]) -> None:
+    def table(self, header: list[str], rows: list[list[object]], *, marks: "list[str] | None" = None) -> None:
+        """A table of escaped cells; `marks` gives each row "ok", "warn" (amber) or "failed" (red)."""
+        marks = marks or ["ok"] * len(rows)
         head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+        body = "".join(
+            (f'<tr class="{ROW_CLASSES[mark]}">' if ROW_CLASSES[mark] else "<tr>")
+            + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+            for row, mark in zip(rows, marks, strict=True)
+        )
         self.parts.append(f'<table class="li-table"><tr>{head}</tr>{body}</table>')
 
     def to_html(self) -> str:
