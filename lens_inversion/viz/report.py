@@ -7,6 +7,8 @@ from pathlib import Path
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from .heatmap import plotly_text, wrap_title
+
 _STYLE = """
 body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
 h1 { font-size: 1.6rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .3rem; margin-top: 2.5rem; }
@@ -17,6 +19,27 @@ tr.li-failed td { background: #fde8e8; color: #9b1c1c; } tr.li-warn td { backgro
 """
 
 ROW_CLASSES = {"failed": "li-failed", "warn": "li-warn", "ok": ""}
+
+
+def fit_to_page(figure: go.Figure) -> go.Figure:
+    """A copy of `figure` that takes the page's width, with a wrapped title and literal category labels.
+
+    Figures not built by `layer_position_heatmap` (the ablation heatmap, bar charts) get
+    the same page rules: no fixed width, titles wrapped at word boundaries, and string
+    categories of heatmaps escaped so a token such as `<b>` shows as written.
+    """
+    fig = go.Figure(figure)
+    fig.update_layout(width=None, autosize=True)
+    title = fig.layout.title.text
+    if title and "<br>" not in title:  # titles with <br> were laid out by their builder
+        fig.update_layout(title=dict(text=wrap_title(title)))
+    for trace in fig.data:
+        if trace.type == "heatmap":
+            for axis in ("x", "y"):
+                labels = getattr(trace, axis)
+                if labels is not None and all(isinstance(v, str) for v in labels):
+                    trace[axis] = [plotly_text(v) for v in labels]
+    return fig
 
 
 @dataclass
@@ -33,10 +56,13 @@ class ReportBuilder:
             self.parts.append(f'<p class="li-note">{html.escape(note)}</p>')
 
     def figure(self, figure: go.Figure) -> None:
-        # plotly.js is embedded once, inline, so the file works offline.
+        """Append a figure fitted to the page (see `fit_to_page`); plotly.js is embedded once, inline."""
         include = not self._plotly_included
         self._plotly_included = True
-        self.parts.append(pio.to_html(figure, full_html=False, include_plotlyjs=include))
+        self.parts.append(
+            pio.to_html(fit_to_page(figure), full_html=False, include_plotlyjs=include, default_width="100%",
+                        config={"responsive": True, "displaylogo": False})
+        )
 
     def fragment(self, raw_html: str) -> None:
         """Append HTML produced by our own escaping code (never raw user text)."""
