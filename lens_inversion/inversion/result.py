@@ -70,10 +70,12 @@ def exact_verdict(positions: "tuple[PositionReport, ...]", end_to_end: Tensor, e
     worst = max(decided, key=lambda r: r.best_distance - r.tolerance, default=None)
     gap = (end_to_end - end_tolerance).max()
     if worst is not None and not worst.reproduced:
+        failed = [r.position for r in decided if not r.reproduced]
         return InversionVerdict(
             status="not verified", worst_distance=worst.best_distance, tolerance=worst.tolerance, worst_margin=margin,
-            reason=f"no token reproduces position {worst.position} (best distance {worst.best_distance:.3g} > "
-                   f"tolerance {worst.tolerance:.3g}): the activation is not one this model gives for any input searched")
+            reason=f"{len(failed)} of {len(decided)} positions ({_listed(failed)}) reproduced nothing within the "
+                   f"tolerance (worst: position {worst.position}, distance {worst.best_distance:.3g} > "
+                   f"{worst.tolerance:.3g}); no input searched gives this activation")
     worst_end, worst_tol = float(end_to_end.max()), float(end_tolerance[end_to_end.argmax()])
     if float(gap) > 0:
         return InversionVerdict(
@@ -82,12 +84,21 @@ def exact_verdict(positions: "tuple[PositionReport, ...]", end_to_end: Tensor, e
     undecided = [r.position for r in positions if not r.decided]
     rivals = [r for r in decided if not r.unique]
     if undecided or rivals:
-        what = [f"positions {undecided} are not observed by the target"] if undecided else []
+        what = [f"{_positions(undecided)} not observed by the target"] if undecided else []
         what += [f"position {r.position} has a rival within the tolerance (margin {r.margin:.3g})" for r in rivals[:3]]
         return InversionVerdict(status="ambiguous", worst_distance=worst_end, tolerance=worst_tol, worst_margin=margin,
                                 reason="; ".join(what))
     return InversionVerdict(status="verified", worst_distance=worst_end, tolerance=worst_tol, worst_margin=margin,
                             reason=f"every position reproduced and unique (smallest margin {margin:.3g})")
+
+
+def _listed(items: list[int], most: int = 6) -> str:
+    shown = ", ".join(map(str, items[:most]))
+    return shown + (f", … {len(items) - most} more" if len(items) > most else "")
+
+
+def _positions(items: list[int]) -> str:
+    return f"position {items[0]} is" if len(items) == 1 else f"positions {_listed(items)} are"
 
 
 def gradient_verdict(decoded_gap: Tensor, scale: Tensor, relative: float) -> InversionVerdict:

@@ -11,7 +11,7 @@ import torch
 from _tolerances import assert_close
 from untouched import Snapshot
 
-from lens_inversion import LensInversionError, OptionError, Target
+from lens_inversion import InversionWarning, LensInversionError, OptionError, Target
 from lens_inversion.hooks import adapter_for
 from lens_inversion.inversion import invert
 from lens_inversion.inversion.exact import invert_exact
@@ -35,6 +35,7 @@ def _check_exact(model, prompt, target, res):
     t = Target.parse(target)
     assert_close(t.extract(model, res.tokens), t.extract(model, truth), loose=10)
     assert res.distance < 1e-3 * res.shifted_distance
+    assert res.verdict.status == "verified" and res.verdict.worst_distance <= res.verdict.tolerance
 
 
 @pytest.mark.parametrize("kind", ["text", "random"])
@@ -74,7 +75,9 @@ def test_hidden_leading_positions_recovered_from_later_rows(name):
 
 
 def test_trailing_position_has_no_information(gpt2):
-    res = invert_exact(gpt2, TEXT, target="blocks.1.hook_resid_post[:, :-1, :]", **QUIET)
+    with pytest.warns(InversionWarning, match=r"ambiguous: position \d+ is not observed"):
+        res = invert_exact(gpt2, TEXT, target="blocks.1.hook_resid_post[:, :-1, :]", **QUIET)
+    assert res.verdict.status == "ambiguous"
     truth = adapter_for(gpt2).prompt(TEXT).tokens
     last = res.positions[-1]
     assert not last.observed and not last.unique and last.candidates_checked == 0 and math.isnan(last.best_distance)
@@ -91,7 +94,9 @@ def test_allowed_tokens_respected(gpt2):
     assert all(p.candidates_checked <= len(allowed) for p in res.positions)
     # Without the true token at position 2 nothing reproduces that row: reported, not hidden.
     banned = allowed[allowed != truth[2]]
-    res = invert_exact(gpt2, TEXT, target="blocks.1.hook_resid_post", allowed_tokens=banned, **QUIET)
+    with pytest.warns(InversionWarning, match=r"not verified: \d+ of \d+ positions \(2, .*reproduced nothing.*worst: position 2"):
+        res = invert_exact(gpt2, TEXT, target="blocks.1.hook_resid_post", allowed_tokens=banned, **QUIET)
+    assert res.verdict.status == "not verified" and res.verdict.worst_distance > res.verdict.tolerance
     assert bool(torch.isin(res.tokens, banned).all())
     assert res.tokens[0, 2] != truth[2] and not res.positions[2].unique
     assert res.positions[2].candidates_checked == len(banned)  # fell back to the whole allowed set
@@ -134,8 +139,10 @@ def test_batch_and_dispatcher(gpt2):
 def test_noisy_activation_is_not_claimed_unique(gpt2):
     acts = Target.parse("blocks.1.hook_resid_post").extract(gpt2, TEXT)
     noisy = acts + 0.5 * torch.randn(acts.shape, generator=torch.Generator().manual_seed(0))
-    res = invert_exact(gpt2, noisy, target="blocks.1.hook_resid_post", **QUIET)
-    assert not any(p.unique for p in res.positions)
+    with pytest.warns(InversionWarning, match="not verified"):
+        res = invert_exact(gpt2, noisy, target="blocks.1.hook_resid_post", **QUIET)
+    assert res.verdict.status == "not verified"
+    assert not any(p.unique or p.reproduced for p in res.positions)
     assert all(p.best_distance > 0.1 for p in res.positions)
 
 
@@ -157,7 +164,8 @@ def test_success_leaves_model_untouched(llama):
     llama.train()
     try:
         snapshot = Snapshot(llama)
-        invert_exact(llama, TEXT, target="blocks.1.hook_resid_post[:, 1:, :8]", **QUIET)
+        res = invert_exact(llama, TEXT, target="blocks.1.hook_resid_post[:, 1:, :]", **QUIET)
+        assert res.verdict.status == "verified"
         snapshot.assert_unchanged()
         with pytest.raises(LensInversionError):
             invert_exact(llama, TEXT, target="blocks.7.hook_resid_post", **QUIET)
