@@ -7,46 +7,95 @@ One import gives every capability through the model's own hooks:
 >>> li.logit_lens(model, "The sky is blue.").plot()  # doctest: +SKIP
 """
 
-from .ablation import (
-    Ablate,
-    AblationResult,
-    BandwidthResult,
-    BypassLayerNorm,
-    FreezeLayerNorm,
-    RemoveResidual,
-    TruncateWidth,
-    ZeroComponent,
-    ablated,
-    ablation_sweep,
-    bandwidth,
-)
-from .attribution import AttributionResult, FaithfulnessResult, attribute, faithfulness
-from .errors import (
-    HookNeverFiredError,
-    LensInversionError,
-    OptionError,
-    PromptError,
-    TargetError,
-    UnsupportedModelError,
-)
-from .hooks import ModelAdapter, Site, Target
-from .hooks.selfcheck import SelfCheckError, SelfCheckWarning, Verdict, strict_checks
-from .inversion import (
-    FeatureVizResult,
-    InversionResult,
-    InversionVerdict,
-    InversionWarning,
-    PositionReport,
-    WalkResult,
-    clamped_walk,
-    decode_embeddings,
-    invert,
-    orthogonal_walk,
-    visualize_feature,
-)
-from .lens import LogitLensResult, logit_lens
-from .models import load_model
-from .report import ReportResult, report
+# The public names load on first use (PEP 562), so `import lens_inversion` and the
+# `lens-inversion --help` command stay fast: torch, transformers and plotly load only
+# when a capability is touched. Static checkers see the eager imports below.
+import sys
+import types
+from typing import TYPE_CHECKING
+
+_EXPORTS = {
+    "Ablate": ".ablation",
+    "AblationResult": ".ablation",
+    "AttributionResult": ".attribution",
+    "BandwidthResult": ".ablation",
+    "BypassLayerNorm": ".ablation",
+    "FaithfulnessResult": ".attribution",
+    "FeatureVizResult": ".inversion",
+    "FreezeLayerNorm": ".ablation",
+    "HookNeverFiredError": ".errors",
+    "InversionResult": ".inversion",
+    "InversionVerdict": ".inversion",
+    "InversionWarning": ".inversion",
+    "LensInversionError": ".errors",
+    "LogitLensResult": ".lens",
+    "ModelAdapter": ".hooks",
+    "OptionError": ".errors",
+    "PositionReport": ".inversion",
+    "PromptError": ".errors",
+    "RemoveResidual": ".ablation",
+    "ReportResult": ".report",
+    "SelfCheckError": ".hooks.selfcheck",
+    "SelfCheckWarning": ".hooks.selfcheck",
+    "Site": ".hooks",
+    "Target": ".hooks",
+    "TargetError": ".errors",
+    "TruncateWidth": ".ablation",
+    "UnsupportedModelError": ".errors",
+    "Verdict": ".hooks.selfcheck",
+    "WalkResult": ".inversion",
+    "ZeroComponent": ".ablation",
+    "ablated": ".ablation",
+    "ablation_sweep": ".ablation",
+    "attribute": ".attribution",
+    "bandwidth": ".ablation",
+    "clamped_walk": ".inversion",
+    "decode_embeddings": ".inversion",
+    "faithfulness": ".attribution",
+    "invert": ".inversion",
+    "load_model": ".models",
+    "logit_lens": ".lens",
+    "orthogonal_walk": ".inversion",
+    "report": ".report",
+    "strict_checks": ".hooks.selfcheck",
+    "visualize_feature": ".inversion",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .ablation import (
+        Ablate,
+        AblationResult,
+        BandwidthResult,
+        BypassLayerNorm,
+        FreezeLayerNorm,
+        RemoveResidual,
+        TruncateWidth,
+        ZeroComponent,
+        ablated,
+        ablation_sweep,
+        bandwidth,
+    )
+    from .attribution import AttributionResult, FaithfulnessResult, attribute, faithfulness
+    from .errors import HookNeverFiredError, LensInversionError, OptionError, PromptError, TargetError, UnsupportedModelError
+    from .hooks import ModelAdapter, Site, Target
+    from .hooks.selfcheck import SelfCheckError, SelfCheckWarning, Verdict, strict_checks
+    from .inversion import (
+        FeatureVizResult,
+        InversionResult,
+        InversionVerdict,
+        InversionWarning,
+        PositionReport,
+        WalkResult,
+        clamped_walk,
+        decode_embeddings,
+        invert,
+        orthogonal_walk,
+        visualize_feature,
+    )
+    from .lens import LogitLensResult, logit_lens
+    from .models import load_model
+    from .report import ReportResult, report
+
 
 __version__ = "0.1.0"
 
@@ -96,3 +145,30 @@ __all__ = [
     "strict_checks",
     "visualize_feature",
 ]
+
+
+def __getattr__(name: str):
+    """Import a public name's module on first access and cache the name here."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lens_inversion' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """Keep `lens_inversion.report` the function when its submodule is imported (as eager imports did)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == f".{name}":
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

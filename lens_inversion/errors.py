@@ -21,6 +21,14 @@ class OptionError(LensInversionError):
     """A keyword option has a value outside its valid choices."""
 
 
+class ModelNotFoundError(OptionError):
+    """A model name is neither built in, a usable local directory, nor a hub id we may fetch."""
+
+
+class DeviceError(OptionError):
+    """A device is not a torch device, holds no values (meta), or is not available here."""
+
+
 class HookNeverFiredError(LensInversionError):
     """A hook we attached was never called during the forward pass."""
 

@@ -1,13 +1,21 @@
 """The `lens-inversion` command: the HTML report and each capability from the shell.
 
-User errors print one line and exit with status 2; an interrupt exits with 130.
+Exit status:
+    0: success.
+    2: a user error (bad option, unknown model or device, unwritable path), one line on stderr.
+    3: finished but not verified: an exact inversion (`invert --method exact`, or in `report`)
+       that is not verified, or a self-check that fell back or failed; one reason line on stderr.
+       Gradient inversions exit 0 and print their verdict line on stderr.
+    130: interrupted.
+
+Importing this module loads neither torch, transformers nor plotly (`--help` stays fast);
+each command imports what it needs.
 """
 
 import sys
 from collections.abc import Sequence
 
 from ..errors import LensInversionError
-from .commands import COMMANDS
 from .parser import build_parser
 
 
@@ -18,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from .commands import COMMANDS
+
     try:
         status = COMMANDS[args.command](args)
     except LensInversionError as error:

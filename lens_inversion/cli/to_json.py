@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,16 @@ def to_plain(value: Any) -> Any:
     return str(value)
 
 
-def write_json(path: "str | Path", result: Any, **extra: Any) -> Path:
-    """Write `result` (and any extra top-level keys) as JSON to `path`."""
-    path = Path(path)
+def write_json(path: "str | Path", result: Any, **extra: Any) -> "Path | None":
+    """Write `result` (and any extra top-level keys) as JSON to `path`; `"-"` is standard output (returns None)."""
     payload = {**{k: to_plain(v) for k, v in extra.items()}, "result": to_plain(result)}
-    path.write_text(json.dumps(payload, indent=1, allow_nan=False), encoding="utf-8")
+    text = json.dumps(payload, indent=1, allow_nan=False)
+    if str(path) == "-":
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+        return None
+    path = Path(path)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
