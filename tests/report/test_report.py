@@ -1,5 +1,6 @@
 """The HTML report: its numbers are the capability functions' numbers, its HTML is offline and escaped."""
 
+import dataclasses
 import re
 
 import pytest
@@ -86,3 +87,33 @@ def test_report_bad_options_raise_clear_errors(tiny, tmp_path, options, error, s
 def test_report_takes_one_non_empty_prompt(tiny, tmp_path, prompt):
     with pytest.raises(li.OptionError, match="one non-empty prompt"):
         li.report(tiny, prompt, path=tmp_path / "r.html", progress=False)
+
+
+def test_healthy_report_says_everything_verified(written):
+    assert written.problems == []
+    assert all(row.result.verdict.verified for row in written.inversions if row.method == "exact")
+    assert "Every exact inversion verified and every self-check passed." in written.path.read_text(encoding="utf-8")
+
+
+def test_a_broken_inversion_shows_as_failed(tiny, tmp_path, monkeypatch):
+    """Exact inversion handed an activation no input produces: red row, reason, and a summary line."""
+    from lens_inversion.inversion import exact
+
+    real_observe = exact.observe
+
+    def perturbed(*args, **kwargs):
+        seen = real_observe(*args, **kwargs)
+        noise = [v + 0.5 * torch.randn(v.shape, generator=torch.Generator().manual_seed(1)) for v in seen.values]
+        return dataclasses.replace(seen, values=tuple(noise))
+
+    monkeypatch.setattr(exact, "observe", perturbed)
+    with pytest.warns(li.InversionWarning, match="not verified"):
+        res = li.report(tiny, PROMPT, path=tmp_path / "r.html", inversion_layers=[0], gradient_steps=5, progress=False)
+    row = next(r for r in res.inversions if r.method == "exact")
+    assert row.result.verdict.status == "not verified"
+    assert res.problems and res.problems[0].startswith("exact inversion of block 0 is not verified:")
+    page = res.path.read_text(encoding="utf-8")
+    failed_rows = re.findall(r'<tr class="li-failed">(.*?)</tr>', page)
+    assert any("exact search" in r and "not verified" in r and "reproduced nothing" in r for r in failed_rows)
+    assert any("exact inversion of block 0 is not verified" in r for r in failed_rows)  # the summary line
+    assert "Every exact inversion verified" not in page
