@@ -86,6 +86,8 @@ Probe = Callable[[], Comparison]
 _VERDICTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[int, dict[tuple, Verdict]]]" = weakref.WeakKeyDictionary()
 _STRICT: ContextVar[bool | None] = ContextVar("lens_inversion_strict", default=None)
 _RECORDERS: ContextVar[tuple[list, ...]] = ContextVar("lens_inversion_recorders", default=())
+# Within one public call the weights cannot change (we never write them): their state is read once.
+_CALL_WEIGHTS: ContextVar[dict[int, int] | None] = ContextVar("lens_inversion_call_weights", default=None)
 
 
 def compare(fast: Tensor, reference: Tensor, detail: str = "") -> Comparison:
@@ -137,10 +139,13 @@ def recording() -> Iterator[list[Verdict]]:
     """Collect every verdict consulted in the block (nested blocks all receive them)."""
     log: list[Verdict] = []
     token = _RECORDERS.set((*_RECORDERS.get(), log))
+    weights = _CALL_WEIGHTS.set({}) if _CALL_WEIGHTS.get() is None else None
     try:
         yield log
     finally:
         _RECORDERS.reset(token)
+        if weights is not None:
+            _CALL_WEIGHTS.reset(weights)
 
 
 def _record(verdict: Verdict) -> None:
@@ -156,7 +161,15 @@ def weights_state(model: torch.nn.Module) -> tuple:
 
 def config_key(adapter) -> tuple:
     """What a verdict depends on besides the check: dtype, device and the current weights."""
-    return (str(adapter.dtype), str(adapter.device), hash(weights_state(adapter.model)))
+    known = _CALL_WEIGHTS.get()
+    model = adapter.model
+    if known is None:
+        state = hash(weights_state(model))
+    elif id(model) in known:
+        state = known[id(model)]
+    else:
+        state = known[id(model)] = hash(weights_state(model))
+    return (str(adapter.dtype), str(adapter.device), state)
 
 
 def _decide(model, name: str, description: str, probe: Probe, dtype: torch.dtype, fallback: bool) -> Verdict:

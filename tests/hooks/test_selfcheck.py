@@ -150,3 +150,18 @@ def test_doctor_reports_versions_and_exits_nonzero_on_a_failure(monkeypatch, cap
     assert main(["doctor"]) == 1
     out = capsys.readouterr().out
     assert "FAIL kv_prefix[hf]" in out and "holds 0 positions" in out
+
+
+def test_writing_the_weights_invalidates_every_verdict(hf_model, monkeypatch):
+    """A cached verdict is about the weights it was measured on; new weights are checked again."""
+    adapter = adapter_for(hf_model)
+    run_all(adapter, force=False)
+    decided = []
+    real = selfcheck._decide
+    monkeypatch.setattr(selfcheck, "_decide", lambda *a, **k: decided.append(a[1]) or real(*a, **k))
+    PrefixState.build(hf_model, _tokens(hf_model, 5))
+    assert decided == []  # cached: nothing re-run
+    with torch.no_grad():
+        next(hf_model.parameters()).mul_(1.5)  # an in-place write, as fine-tuning or a weight edit does
+    PrefixState.build(hf_model, _tokens(hf_model, 5))
+    assert decided == ["kv_prefix[hf]"]
