@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from fixture_models import build
-from untouched import Snapshot, restore_defaults, user_state
+from untouched import GlobalSnapshot, Snapshot, restore_defaults, user_state
 
 import lens_inversion as li
 
@@ -40,9 +40,10 @@ def test_success_leaves_model_untouched(name, call):
     model = build(name)
     seen = user_state(model)
     try:
-        snapshot = Snapshot(model)
+        snapshot, settings = Snapshot(model), GlobalSnapshot()
         call(model)
         snapshot.assert_unchanged()
+        settings.assert_unchanged()
         before = len(seen)
         with torch.no_grad():
             model(torch.tensor([[1, 2, 3]]))
@@ -58,9 +59,28 @@ def test_error_leaves_model_untouched(name, call):
     model = build(name)
     user_state(model)
     try:
-        snapshot = Snapshot(model)
+        snapshot, settings = Snapshot(model), GlobalSnapshot()
         with pytest.raises(li.LensInversionError):
             call(model)
         snapshot.assert_unchanged()
+        settings.assert_unchanged()
     finally:
         restore_defaults(model)
+
+
+GRAD_MODES = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode}
+
+
+@pytest.mark.backend_generic
+@pytest.mark.parametrize("mode", list(GRAD_MODES))
+@pytest.mark.parametrize("call", _collect("CASES"))
+def test_success_under_a_grad_disabled_caller(mode, call):
+    """The caller's torch.no_grad() / inference_mode() breaks nothing and is still on afterwards."""
+    model = build(MODEL_NAMES[0])
+    snapshot = Snapshot(model)
+    with GRAD_MODES[mode]():
+        settings = GlobalSnapshot()
+        call(model)
+        settings.assert_unchanged()
+        assert not torch.is_grad_enabled()
+    snapshot.assert_unchanged()

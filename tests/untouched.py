@@ -65,3 +65,36 @@ def restore_defaults(model) -> None:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(True)
+
+
+class GlobalSnapshot:
+    """Process-wide settings a call must not change, read with the libraries' own getters."""
+
+    def __init__(self):
+        import logging
+        import random
+        import warnings
+
+        import numpy
+
+        self.state = dict(
+            torch_rng=torch.get_rng_state().clone(),
+            numpy_rng=numpy.random.get_state()[1].copy(),
+            numpy_pos=numpy.random.get_state()[2],
+            python_rng=random.getstate(),
+            dtype=torch.get_default_dtype(),
+            threads=torch.get_num_threads(),
+            deterministic=torch.are_deterministic_algorithms_enabled(),
+            grad=torch.is_grad_enabled(),
+            inference=torch.is_inference_mode_enabled(),
+            filters=list(warnings.filters),
+            loggers={n: logging.getLogger(n).level for n in ("transformers", "transformer_lens", "torch")},
+        )
+
+    def assert_unchanged(self):
+        after = GlobalSnapshot().state
+        for key, before in self.state.items():
+            now = after[key]
+            same = torch.equal(now, before) if isinstance(now, torch.Tensor) else (
+                bool((now == before).all()) if hasattr(now, "all") else now == before)
+            assert same, f"global state changed: {key}"

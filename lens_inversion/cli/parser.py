@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(report, out="report.html")
     report.add_argument("--layers", type=int, nargs="+", default=None,
                         help="blocks to invert (default: first, middle, last)")
-    report.add_argument("--steps", type=int, default=200, help="gradient-descent inversion steps")
+    report.add_argument("--steps", type=int, default=100,
+                        help="at most this many gradient-descent inversion steps (it stops early once closer "
+                             "than the shifted input)")
     report.add_argument("--ablation", default="zero", choices=["zero", "mean", "resample"],
                         help="what replaces an activation in the ablation sweep: zeros, its mean over the prompt's "
                              "positions, or the same site on a shuffled prompt")

@@ -3,12 +3,17 @@
 import dataclasses
 import functools
 import inspect
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TypeVar
 
+import torch
 from torch import Tensor, nn
+
+from .global_state import unchanged
 
 F = TypeVar("F", bound=Callable)
 
@@ -97,6 +102,13 @@ def preserves_model(fn: F) -> F:
     The wrapper also takes a keyword-only `strict=False`: with `strict=True` a fast path
     whose self-check fails raises `SelfCheckError` instead of falling back (the same as
     running the call inside `li.strict_checks()`). The signature shown by `help()` lists it.
+
+    Around the call: calls on the same model from several threads run one at a time (a
+    per-model lock, so each sees the model as a sequential call would); gradients are
+    enabled locally, so `torch.no_grad()` and `torch.inference_mode()` in the caller do not
+    break the gradient methods (the caller's modes are back on afterwards); and every
+    process-wide setting (random generators, default dtype, threads, flags, warning
+    filters, logger levels) is restored (`global_state.unchanged`).
     """
 
     @functools.wraps(fn)
@@ -110,7 +122,8 @@ def preserves_model(fn: F) -> F:
             raise OptionError(f"strict={strict!r} is not valid; choose True or False.")
         inner = unwrap_model(model)
         check_model(inner)  # a clear UnsupportedModelError before anything touches it
-        with strict_checks(True if strict else None), preserved(inner), recording() as checks:
+        with model_lock(inner), unchanged(), torch.inference_mode(False), torch.enable_grad(), \
+                strict_checks(True if strict else None), preserved(inner), recording() as checks:
             result = fn(model, *args, **kwargs)
         if dataclasses.is_dataclass(result) and any(f.name == "checks" for f in dataclasses.fields(result)):
             result = dataclasses.replace(result, checks=(*result.checks, *(c for c in checks if c not in result.checks)))
@@ -118,6 +131,19 @@ def preserves_model(fn: F) -> F:
 
     wrapper.__signature__ = _with_strict(inspect.signature(fn))  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The lock that serialises our calls on `model` (re-entrant: a call may call another)."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
 
 
 def _with_strict(signature: inspect.Signature) -> inspect.Signature:

@@ -10,6 +10,7 @@ with the next observed position (bounded beam), and reported as unique only when
 other verified hypothesis explains the observations as well.
 """
 
+import secrets
 import time
 from dataclasses import dataclass, field
 
@@ -335,7 +336,7 @@ def invert_exact(
     targets = as_targets(adapter, target)
     observed = observe(adapter, prompt_or_activation, targets, n_pos=n_pos)
     allowed = allowed_ids(adapter, allowed_tokens)
-    generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.seed() % 2**31))
+    generator = torch.Generator().manual_seed(seed if seed is not None else secrets.randbits(31))
     all_tokens, all_reports = [], []
     with tqdm(total=observed.batch * observed.n_pos, desc="exact inversion", disable=not progress) as bar:
         for b in range(observed.batch):

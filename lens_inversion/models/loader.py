@@ -185,7 +185,8 @@ def check_device(device) -> None:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise DeviceError(f"device={device!r} is not a torch device; give e.g. {_available_devices()}.") from None
+        raise DeviceError(f"device={device!r} is not a torch device; choose 'cpu', 'cuda', 'cuda:N' or 'mps' "
+                          f"(available here: {_available_devices()}).") from None
     if dev.type == "meta":
         raise DeviceError(f"device={device!r} holds no values, so nothing can be computed; give e.g. {_available_devices()}.")
     if dev.type == "cpu":

@@ -20,7 +20,7 @@ CASES = [
         "invert-gradient-sliced",
         lambda m: invert_gradient(m, PROMPT, target=f"{T}[:, 1:, :8]", optimizer="adam", **QUICK),
     ),
-    ("decode-embeddings", lambda m: decode_embeddings(m, torch.randn(1, 3, m.cfg.d_model), top_k=2)),
+    ("decode-embeddings", lambda m: decode_embeddings(m, torch.randn(1, 3, m.cfg.d_model, generator=torch.Generator().manual_seed(0)), top_k=2)),
     ("visualize-feature", lambda m: visualize_feature(m, target=f"{T}[:, :, 2:4]", n_tokens=1, **QUICK)),
     ("orthogonal-walk", lambda m: orthogonal_walk(m, PROMPT, target=T, **QUICK)),
     ("clamped-walk", lambda m: clamped_walk(m, PROMPT, target=T, inner_steps=2, **QUICK)),

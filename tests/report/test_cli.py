@@ -240,3 +240,10 @@ def test_console_script_help_lists_every_command():
 def test_cuda_on_a_cpu_only_machine_is_one_line_exit_2(capsys):
     code, _, err = _run(capsys, "lens", "hi", "--device", "cuda")
     assert code == 2 and err.count("\n") == 1 and "is not available" in err
+
+
+def test_report_steps_default_matches_the_library():
+    from lens_inversion.cli.parser import build_parser
+    from lens_inversion.report import REPORT_GRADIENT_STEPS
+
+    assert build_parser().parse_args(["report", "x"]).steps == REPORT_GRADIENT_STEPS
