@@ -73,9 +73,12 @@ class BandwidthResult:
         return fig
 
     def to_html(self, path: "str | Path") -> Path:
-        path = Path(path)
-        self.plot().write_html(str(path), include_plotlyjs=True)
-        return path
+        """Write the plot to one offline HTML file (plotly.js embedded); return its path."""
+        from ..viz.html import write_figures_html
+
+        return write_figures_html(path, self.plot(), title="Bandwidth", heading="Bandwidth of the residual stream",
+                                  explanation="How the output and the input's recoverability change as the "
+                                  "residual stream is truncated to fewer features.")
 
 
 def _mean_kl(ablated: Tensor, clean: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from ..errors import HookNeverFiredError
 from ..hooks.adapter import adapter_for
 from ..hooks.interventions import attached
+from ..hooks.preserve import model_lock
 from .apply import compile_specs
 from .specs import Spec
 
@@ -19,7 +20,8 @@ def ablated(model, *specs: Spec) -> Iterator:
     the ablated model. The hooks are removed when the block ends, also on error. If a
     spec never took effect (no forward ran, or every forward stopped before its layer),
     HookNeverFiredError names it. Reference activations for mean/resample ablation are
-    computed once, on entry, from the unablated model.
+    computed once, on entry, from the unablated model. While the block runs, our calls on
+    the same model from other threads wait for it to end (they never see its ablation).
 
     Args:
         model: a TransformerBridge or HookedTransformer.
@@ -34,16 +36,22 @@ def ablated(model, *specs: Spec) -> Iterator:
         ...     logits = model("The sky is blue.")  # doctest: +SKIP
     """
     adapter = adapter_for(model)
-    pairs, owners = compile_specs(adapter, specs)
-    with warnings.catch_warnings():
-        # RMSNorm bridges warn on every edit of hook_scale; the edit is the point here.
-        warnings.filterwarnings("ignore", message=".*hook_scale.*")
-        with attached(adapter.model, pairs, require_fire=False) as counts:
-            yield adapter.model
-            silent = [spec for spec, own in zip(specs, owners, strict=True) if any(counts[i] == 0 for i in own)]
+    with model_lock(adapter.model):
+        silent = yield from _ablated_body(adapter, specs)
     if silent:
         names = ", ".join(repr(s) for s in silent)
         raise HookNeverFiredError(
             f"These ablations never took effect: {names}. Run a forward pass inside the `with` block, "
             "and do not stop it (stop_at_layer) before the ablated layer."
         )
+
+
+def _ablated_body(adapter, specs):
+    """Attach the specs' hooks around the caller's block; return the specs that never fired."""
+    pairs, owners = compile_specs(adapter, specs)
+    with warnings.catch_warnings():
+        # RMSNorm bridges warn on every edit of hook_scale; the edit is the point here.
+        warnings.filterwarnings("ignore", message=".*hook_scale.*")
+        with attached(adapter.model, pairs, require_fire=False) as counts:
+            yield adapter.model
+            return [spec for spec, own in zip(specs, owners, strict=True) if any(counts[i] == 0 for i in own)]

@@ -105,6 +105,9 @@ class AblationResult:
 
     def to_html(self, path: "str | Path") -> Path:
         """Write the plot as a standalone HTML file; return its path."""
-        path = Path(path)
-        self.plot().write_html(str(path), include_plotlyjs=True)
-        return path
+        from ..viz.html import write_figures_html
+
+        return write_figures_html(path, self.plot(), title=f"{self.ablation} ablation of {self.site}",
+                                  heading=f"{self.ablation.capitalize()} ablation of each {self.site} cell",
+                                  explanation=f"Each cell ablates one (layer, position) of {self.site} and shows the "
+                                  f"{self.metric} of the prediction at the last position against the clean run.")

@@ -87,9 +87,12 @@ class FaithfulnessResult:
         return fig
 
     def to_html(self, path: "str | Path") -> Path:
-        path = Path(path)
-        self.plot().write_html(path, include_plotlyjs="cdn")
-        return path
+        """Write the deletion/insertion curves to one offline HTML file (plotly.js embedded); return its path."""
+        from ..viz.html import write_figures_html
+
+        return write_figures_html(path, self.plot(), title="Attribution faithfulness", heading="Attribution faithfulness",
+                                  explanation="How the output changes as the most-attributed tokens are deleted "
+                                  "(or inserted) first: a faithful attribution moves the output fastest.")
 
 
 def _steps(m: int, steps: int | None) -> list[int]:

@@ -254,8 +254,11 @@ def _distances(adapter: ModelAdapter, observed: Observed, tokens: Tensor, embeds
 
 
 def _end_tolerance(observed: Observed, tolerance: float) -> Tensor:
-    """What the end-to-end distance of a correct answer may reach: the relative tolerance of the
-    whole observation (at least float32 noise) plus the per-position absolute floor."""
+    """How far a correct answer's end-to-end distance may be from zero.
+
+    The relative tolerance of the whole observation (at least float32 noise) plus the
+    per-position absolute floor.
+    """
     norm = sum(v.float().pow(2).sum((1, 2)) for v in observed.values).sqrt()
     return max(tolerance, 1e-5) * norm + _ATOL * observed.n_pos**0.5
 

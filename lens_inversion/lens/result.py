@@ -186,7 +186,9 @@ class LogitLensResult:
             hover=hover,
             outline=outline,
             scale=self._scale(metric, values, clip, log, colorscale),
-            title=f"Logit lens: {title} (outlined: row's top-1 = final top-1; * = final top-1 correct)",
+            title=f"Logit lens: {title}",
+            legend="outlined cell: the row's top-1 token equals the model's final top-1 · "
+                   "* after a top-axis token: the model's final top-1 predicts it correctly",
             x_title="input token",
             y_title="row",
             top_down=top_down,

@@ -43,7 +43,9 @@ def write_figures_html(
         The path written.
     """
     figs = [figures] if isinstance(figures, go.Figure) else list(figures)
-    parts = [pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figs)]
+    from .report import fit_to_page
+
+    parts = [pio.to_html(fit_to_page(fig), full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figs)]
     header = page_header(heading, prompt=prompt, model=model, explanation=explanation) if heading else ""
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"

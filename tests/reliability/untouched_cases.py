@@ -57,6 +57,11 @@ def _clamp_on_bos(model):
     return li.clamped_walk(model, PROMPT, target=T, clamp=[0, 2], steps=2, inner_steps=2, **Q)
 
 
+def _embeds(model):
+    """Random inputs from a local generator (the test itself must not move the global RNG)."""
+    return torch.randn(2, 3, model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+
+
 CASES = [
     ("model-adapter", _adapter),
     ("logit-lens-from-cache", _lens_from_cache),
@@ -76,7 +81,7 @@ CASES = [
     ("invert-exact-from-activation", _exact_from_activation),
     (
         "decode-embeddings-cosine-allowed",
-        lambda m: li.decode_embeddings(m, torch.randn(2, 3, m.cfg.d_model, generator=torch.Generator().manual_seed(0)), decoding="cosine", allowed_tokens=[3, 4, 5], top_k=2),
+        lambda m: li.decode_embeddings(m, _embeds(m), decoding="cosine", allowed_tokens=[3, 4, 5], top_k=2),
     ),
     (
         "sweep-resample-reference",
