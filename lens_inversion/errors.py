@@ -33,22 +33,9 @@ class HookNeverFiredError(LensInversionError):
     """A hook we attached was never called during the forward pass."""
 
 
-def check_choice(name: str, value: object, choices: tuple) -> None:
-    """Raise OptionError unless `value` is one of `choices`, naming all of them."""
-    if value not in choices:
-        valid = ", ".join(repr(c) for c in choices)
-        raise OptionError(f"{name}={value!r} is not valid; choose one of: {valid}.")
+class ReusedContextError(LensInversionError):
+    """A single-use context manager (such as `li.ablated(...)`) was entered a second time."""
 
 
-def check_seed(value: object, *, name: str = "seed", allow_none: bool = True) -> None:
-    """Raise OptionError unless `value` is an integer seed (or None when allowed)."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        valid = "an integer or None" if allow_none else "an integer"
-        raise OptionError(f"{name}={value!r} is not valid; give {valid}.")
-
-
-def check_bool(name: str, value: object) -> None:
-    """Raise OptionError unless `value` is True or False."""
-    check_choice(name, value, (True, False))
+# The option checks live in validation.py; they are re-exported here for existing imports.
+from .validation import check_bool, check_choice, check_seed  # noqa: E402

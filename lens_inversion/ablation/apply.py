@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from ..errors import LensInversionError, OptionError, PromptError, UnsupportedModelError
+from ..validation import read_prompt
 from ..hooks import ablation_hooks as ah
 from ..hooks.adapter import ModelAdapter
 from ..hooks.preserve import preserved
@@ -60,7 +61,7 @@ def _rows_and_lengths(adapter: ModelAdapter, target: Target, reference) -> tuple
             )
         acts = acts.reshape(-1, *acts.shape[-2:]) if acts.ndim > 3 else acts
         return acts.to(adapter.device), torch.full((acts.shape[0],), acts.shape[1])
-    batch = adapter.prompt(reference)
+    batch = read_prompt(adapter, reference)
     with preserved(adapter.model), torch.no_grad():
         capture = adapter.run(batch.tokens, capture=[target.key])
     return capture[target.key].detach(), batch.lengths

@@ -9,6 +9,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..errors import OptionError, check_choice
+from ..validation import read_prompt
 from ..hooks.adapter import adapter_for
 from ..hooks.preserve import preserves_model
 from ..hooks.targets import Target, as_target
@@ -135,7 +136,7 @@ def bandwidth(
     if target.features != slice(None):
         raise OptionError(f"bandwidth sets the width itself; give {target} without a feature slice.")
     layers = None if target.layer is None else [target.layer]
-    n_pos = adapter.prompt(prompt).pos
+    n_pos = read_prompt(adapter, prompt).pos
     common = dict(
         ablation="truncate",
         site=target.site,

@@ -18,6 +18,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import OptionError, PromptError, check_choice, check_seed
+from ..validation import read_prompt
 from ..hooks import ablation_hooks as ah
 from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.execution import PrefixState, readout_only, run_after_layered, supports_layered
@@ -41,7 +42,7 @@ def _clean_run(adapter: ModelAdapter, tokens: Tensor, site: Site, layers: list[i
 def _reference_acts(adapter: ModelAdapter, reference, site: Site, layers: list[int]) -> tuple[dict, Tensor]:
     if isinstance(reference, Tensor) and reference.is_floating_point():
         raise OptionError("In a sweep, reference= must be prompt(s) (text or token ids), not activations.")
-    batch = adapter.prompt(reference)
+    batch = read_prompt(adapter, reference)
     _, acts = _clean_run(adapter, batch.tokens, site, layers)
     return acts, batch.lengths
 
@@ -192,7 +193,7 @@ def ablation_sweep(
         positions = [positions]
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise OptionError(f"batch_size must be a positive integer; got {batch_size!r}.")
-    batch = adapter.prompt(prompt)
+    batch = read_prompt(adapter, prompt)
     if batch.batch != 1:
         raise PromptError(f"ablation_sweep takes one prompt; got {batch.batch}. Sweep each prompt separately.")
     tokens, n_pos = batch.tokens, batch.pos

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..errors import OptionError, PromptError, check_choice
+from ..validation import read_prompt
 from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.execution import REUSE
 from ..hooks.preserve import preserves_model
@@ -45,7 +46,7 @@ class Setup:
 def prepare(model, prompt, *, include_bos: bool) -> Setup:
     """Tokenize one prompt and find the positions to attribute."""
     adapter = adapter_for(model)
-    batch = adapter.prompt(prompt)
+    batch = read_prompt(adapter, prompt)
     if batch.batch != 1:
         raise PromptError(f"attribute() explains one prompt at a time; got a batch of {batch.batch}.")
     tokens = batch.tokens

@@ -9,6 +9,7 @@ import torch
 
 from .._typing import Activation
 from ..errors import TargetError
+from ..validation import read_prompt
 from .sites import Site
 
 Index = int | slice
@@ -213,7 +214,7 @@ class Target:
 
         adapter = adapter_for(model)
         target = self.resolve(adapter)
-        batch = adapter.prompt(prompt, prepend_bos=prepend_bos)
+        batch = read_prompt(adapter, prompt, prepend_bos=prepend_bos)
         with preserved(adapter.model), torch.no_grad():
             capture = adapter.run(batch.tokens, capture=[target.key])
         return target.select(capture[target.key]).detach()

@@ -12,7 +12,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..errors import OptionError, PromptError, check_choice
+from ..errors import OptionError, PromptError
+from ..validation import check_bool, check_choice, check_int
 from ..hooks import ModelAdapter, adapter_for, preserves_model
 
 Decoding = Literal["pinv", "cosine", "l2"]
@@ -127,6 +128,32 @@ def top_tokens(scores: Tensor, mask: Tensor | None, k: int) -> Int[Tensor, "*bat
     return scores.topk(k, dim=-1).indices
 
 
+def _check_embeds(adapter, embeds, subtract_positions: bool) -> None:
+    """A finite float tensor [..., pos, d_model] on a real device; pos within n_ctx to subtract positions."""
+    if not isinstance(embeds, Tensor):
+        raise OptionError(f"embeds must be a float tensor [..., pos, d_model={adapter.d_model}]; got {type(embeds).__name__}.")
+    if not embeds.is_floating_point():
+        raise OptionError(
+            f"embeds must be a float tensor of embeddings; got dtype {embeds.dtype} (to decode token ids, "
+            "use the tokenizer; to decode embeddings, give floats)."
+        )
+    if embeds.ndim < 2 or embeds.shape[-1] != adapter.d_model:
+        raise OptionError(
+            f"embeds has shape {tuple(embeds.shape)} but should be [..., pos, d_model={adapter.d_model}]."
+        )
+    if embeds.device.type == "meta":
+        raise OptionError(f"embeds is on the 'meta' device and holds no values; give a real tensor (the model is on {adapter.device}).")
+    bad = int((~torch.isfinite(embeds)).sum())
+    if bad:
+        raise OptionError(f"embeds contains NaN or inf values ({bad} of {embeds.numel()} entries); give finite embeddings.")
+    if subtract_positions and embeds.shape[-2] > adapter.n_ctx:
+        raise OptionError(
+            f"subtract_positions=True needs at most n_ctx={adapter.n_ctx} positions (one learned position "
+            f"embedding each); got embeds of shape {tuple(embeds.shape)} with {embeds.shape[-2]} positions. "
+            "Give at most n_ctx positions or subtract_positions=False."
+        )
+
+
 @preserves_model
 def decode_embeddings(
     model,
@@ -153,24 +180,10 @@ def decode_embeddings(
         [..., pos, top_k] token ids.
     """
     adapter = adapter_for(model)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise OptionError(f"top_k must be a positive integer; got {top_k!r}.")
-    if not isinstance(embeds, Tensor):
-        raise OptionError(f"embeds must be a float tensor [..., pos, d_model={adapter.d_model}]; got {type(embeds).__name__}.")
-    if not embeds.is_floating_point():
-        raise OptionError(
-            f"embeds must be a float tensor of embeddings; got dtype {embeds.dtype} (to decode token ids, "
-            "use the tokenizer; to decode embeddings, give floats)."
-        )
-    if embeds.ndim < 2 or embeds.shape[-1] != adapter.d_model:
-        raise OptionError(
-            f"embeds has shape {tuple(embeds.shape)} but should be [..., pos, d_model={adapter.d_model}]."
-        )
-    if embeds.device.type == "meta":
-        raise OptionError(f"embeds is on the 'meta' device and holds no values; give a real tensor (the model is on {adapter.device}).")
-    bad = int((~torch.isfinite(embeds)).sum())
-    if bad:
-        raise OptionError(f"embeds contains NaN or inf values ({bad} of {embeds.numel()} entries); give finite embeddings.")
+    check_choice("decoding", decoding, DECODINGS)
+    check_int("top_k", top_k, low=1)
+    check_bool("subtract_positions", subtract_positions)
+    _check_embeds(adapter, embeds, subtract_positions)
     table = EmbeddingTable.of(adapter)
     scores = embedding_scores(table, embeds, decoding=decoding, subtract_positions=subtract_positions)
     return top_tokens(scores, allowed_mask(adapter, allowed_tokens), top_k)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import OptionError, check_bool, check_choice, check_seed
+from ..validation import check_bool, check_choice, check_int, check_number, check_seed
 from ..hooks import ModelAdapter, Site, adapter_for, preserves_model
 from ..hooks.execution import REUSE, PrefixState, run_after
 from .candidates import ORDERS, allowed_ids, order_candidates
@@ -263,6 +263,18 @@ def _end_tolerance(observed: Observed, tolerance: float) -> Tensor:
     return max(tolerance, 1e-5) * norm + _ATOL * observed.n_pos**0.5
 
 
+def _check_options(*, order, reuse, seed, progress, beam, hidden_top, batch_size, tolerance, exhaustive) -> None:
+    """Every option of `invert_exact`, checked before the search starts (see validation)."""
+    check_choice("order", order, ORDERS)
+    check_choice("reuse", reuse, REUSE)
+    check_seed(seed)
+    check_bool("progress", progress)
+    check_bool("exhaustive", exhaustive, allow_none=True)
+    for name, value in (("beam", beam), ("hidden_top", hidden_top), ("batch_size", batch_size)):
+        check_int(name, value, low=1)
+    check_number("tolerance", tolerance, low=0, high=1, high_open=True)
+
+
 EXACT_OPTIONS = (
     "allowed_tokens", "n_pos", "beam", "hidden_top", "order", "batch_size", "tolerance", "exhaustive", "reuse",
     "progress", "seed",
@@ -325,15 +337,8 @@ def invert_exact(
     Raises:
         OptionError: bad option values. TargetError, PromptError: bad target or input.
     """
-    check_choice("order", order, ORDERS)
-    check_choice("reuse", reuse, REUSE)
-    check_seed(seed)
-    check_bool("progress", progress)
-    for name, value in (("beam", beam), ("hidden_top", hidden_top), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise OptionError(f"{name}={value!r} must be a positive integer.")
-    if not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
-        raise OptionError(f"tolerance={tolerance!r} must be a number in [0, 1).")
+    _check_options(order=order, reuse=reuse, seed=seed, progress=progress, beam=beam, hidden_top=hidden_top,
+                   batch_size=batch_size, tolerance=tolerance, exhaustive=exhaustive)
     started = time.perf_counter()
     adapter = adapter_for(model)
     targets = as_targets(adapter, target)

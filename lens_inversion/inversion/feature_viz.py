@@ -13,7 +13,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import OptionError, check_choice
+from ..errors import OptionError, TargetError
+from ..validation import check_bool, check_choice, check_int, check_number
 from ..hooks import Target, adapter_for, preserves_model
 from .decode import allowed_mask
 from .gradient import invert_gradient
@@ -57,6 +58,15 @@ class FeatureVizResult:
         fig = go.Figure(go.Bar(x=[repr(t) for t in self.scan_texts[:k]], y=self.scan_activations[ids].tolist()))
         title = f"Single-token inputs that maximise {self.target}"
         return fig.update_layout(title=title, yaxis_title="mean activation")
+
+
+def _check_options(*, objective, method, c, prepend_bos, scan, scan_batch) -> None:
+    check_choice("objective", objective, ("constant", "mean"))
+    check_choice("method", method, ("embedding", "direct"))
+    check_number("c", c)
+    check_bool("prepend_bos", prepend_bos)
+    check_bool("scan", scan, allow_none=True)
+    check_int("scan_batch", scan_batch, low=1)
 
 
 @preserves_model
@@ -105,12 +115,14 @@ def visualize_feature(
     Returns:
         A `FeatureVizResult`.
     """
-    check_choice("objective", objective, ("constant", "mean"))
-    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
-        raise OptionError(f"n_tokens must be a positive integer; got {n_tokens!r}.")
+    _check_options(objective=objective, method=method, c=c, prepend_bos=prepend_bos, scan=scan, scan_batch=scan_batch)
     adapter = adapter_for(model)
-    (resolved,) = as_targets(adapter, target)
     use_bos = prepend_bos and adapter.bos_token_id is not None
+    check_int("n_tokens", n_tokens, low=1, high=adapter.n_ctx - int(use_bos))
+    targets = as_targets(adapter, target)
+    if len(targets) != 1:
+        raise TargetError(f"visualize_feature takes one target; got {len(targets)}: {[str(t) for t in targets]}.")
+    (resolved,) = targets
     n_pos = n_tokens + int(use_bos)
     width = adapter.d_vocab_out if resolved.site.value == "logits" else adapter.d_model
     shape = (1, len(resolved.token_positions(n_pos)), len(resolved.feature_indices(width)))

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import OptionError, PromptError, check_bool, check_choice, check_seed
+from ..errors import OptionError, PromptError
+from ..validation import check_bool, check_choice, check_int, check_number, check_seed
 from ..hooks import Target, adapter_for, preserves_model
 from ..hooks.targets import index_positions
 from .decode import DECODINGS, EmbeddingTable, allowed_mask, embedding_scores, mask_scores
@@ -67,19 +68,20 @@ def _upto(target: Target, out: Tensor, val: Tensor, n_pos: int, upto: int) -> tu
     return out[:, keep], val[:, keep]
 
 
-def _check(steps, lr, lr_end_factor, top_k, n_restarts, noise_std, shift_std) -> None:
-    for name, value in (("steps", steps), ("top_k", top_k), ("n_restarts", n_restarts)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise OptionError(f"{name} must be a positive integer; got {value!r}.")
-    for name, value in (("lr_end_factor", lr_end_factor), ("noise_std", noise_std), ("shift_std", shift_std)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise OptionError(f"{name} must be a number; got {value!r}.")
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
-        raise OptionError(f"lr must be a positive number (or None for the optimizer's default); got {lr!r}.")
-    if not 0 < lr_end_factor <= 1:
-        raise OptionError(f"lr_end_factor must lie in (0, 1]; got {lr_end_factor!r}.")
-    if noise_std < 0 or shift_std < 0:
-        raise OptionError(f"noise_std and shift_std must be >= 0; got {noise_std!r}, {shift_std!r}.")
+def _check(options: dict) -> None:
+    """Check every number and flag of `invert_gradient` before anything runs (see validation)."""
+    for name in ("steps", "top_k", "n_restarts"):
+        check_int(name, options[name], low=1)
+    check_int("n_pos", options["n_pos"], low=1, allow_none=True)
+    check_number("lr", options["lr"], low=0, low_open=True, allow_none=True, none_means="for the optimizer's default")
+    check_number("lr_end_factor", options["lr_end_factor"], low=0, high=1, low_open=True)
+    for name in ("noise_std", "shift_std", "momentum", "alpha", "beta"):
+        check_number(name, options[name], low=0)
+    for name in ("noise_mean", "noise_weight", "target_weight"):
+        check_number(name, options[name])
+    for name in ("stop_when_closer", "sequential", "fix_bos", "progress"):
+        check_bool(name, options[name])
+    check_seed(options["seed"])
 
 
 @preserves_model
@@ -164,9 +166,7 @@ def invert_gradient(
     check_choice("start", start, ("noise", "mixed"))
     decoding = decoding or ("pinv" if method == "embedding" else "argmax")
     check_choice("decoding", decoding, DECODINGS + (("argmax",) if method == "direct" else ()))
-    _check(steps, lr, lr_end_factor, top_k, n_restarts, noise_std, shift_std)
-    check_seed(seed)
-    check_bool("progress", progress)
+    _check(locals())
     adapter = adapter_for(model)
     loss_fn = loss_function(loss, alpha=alpha, beta=beta)
     targets = as_targets(adapter, target)

@@ -11,7 +11,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ..errors import OptionError, check_choice
+from ..errors import LensInversionError, OptionError
+from ..validation import check_choice
 
 LossName = Literal["l1", "l2", "cosine", "combined"]
 LOSSES = ("l1", "l2", "cosine", "combined")
@@ -50,16 +51,21 @@ def loss_function(loss: "LossName | LossFn", *, alpha: float = 1.0, beta: float 
 
 def _checked(fn: LossFn) -> LossFn:
     def wrapped(output: Tensor, target: Tensor) -> Tensor:
-        value = fn(output, target)
+        expected = f"one value per sample, shape ({output.shape[0]},), from (output, target) of shape {tuple(output.shape)}"
+        try:
+            value = fn(output, target)
+        except LensInversionError:
+            raise
+        except Exception as error:
+            raise OptionError(
+                f"The loss callable raised {type(error).__name__}: {error}; it must return {expected}."
+            ) from error
         if not isinstance(value, Tensor):
-            raise OptionError(f"A loss callable must return a tensor; got {type(value).__name__}.")
+            raise OptionError(f"A loss callable must return a tensor; got {type(value).__name__}; give {expected}.")
         if value.ndim == 0 and output.shape[0] == 1:
             value = value[None]
         if tuple(value.shape) != (output.shape[0],):
-            raise OptionError(
-                f"A loss callable must return one value per sample, shape ({output.shape[0]},); "
-                f"got {tuple(value.shape)}."
-            )
+            raise OptionError(f"A loss callable must return {expected}; got shape {tuple(value.shape)}.")
         return value
 
     return wrapped

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from ..errors import PromptError, TargetError
+from ..validation import read_prompt
 from ..hooks import ModelAdapter, Target, adapter_for
 
 
@@ -26,6 +27,11 @@ class Observed:
 
 def as_targets(model, target: "str | Target | Sequence[str | Target]") -> tuple[Target, ...]:
     """Parse and resolve one target or a list of them (several layers at once)."""
+    if not isinstance(target, (str, Target, list, tuple)):
+        raise TargetError(
+            "target must be a Target, a target string such as 'blocks.0.hook_resid_post', or a list of them; "
+            f"got {type(target).__name__} {target!r}."
+        )
     raw = [target] if isinstance(target, (str, Target)) else list(target)
     if not raw:
         raise TargetError(f"Give at least one target, e.g. 'blocks.0.hook_resid_post'; got {target!r}.")
@@ -43,6 +49,9 @@ def observe(
 
     A raw activation is the target's selection, [batch, tokens, features] (or without batch);
     `n_pos` gives the hidden prompt's length when the token slice does not cover it all.
+    Activations of any floating dtype are converted to float32 on the model's device, without
+    a warning (lossless from float16 and bfloat16); distances are then measured in float32,
+    so a half-precision activation of a float32 model may not verify at the default tolerance.
     """
     adapter = adapter_for(adapter)
     if isinstance(prompt_or_activation, Tensor) and prompt_or_activation.is_floating_point():
@@ -58,6 +67,11 @@ def observe(
                 raise PromptError(
                     f"Activation for {t} must be [batch, tokens, features] (or [tokens, features]); got shape {tuple(v.shape)}."
                 )
+            if v.shape[0] == 0:
+                raise PromptError(
+                    f"Activation for {t} has an empty batch, shape {tuple(v.shape)}; "
+                    "give at least one row, [batch >= 1, tokens, features]."
+                )
             if v.device.type == "meta":
                 raise PromptError(
                     f"Activation for {t} is on the 'meta' device and holds no values; "
@@ -70,8 +84,8 @@ def observe(
                 )
         if n_pos is None:
             n_pos = values[0].shape[1]
-        if not 0 < n_pos <= adapter.n_ctx:
-            raise PromptError(f"n_pos={n_pos} must lie in 1..{adapter.n_ctx} (the model's context).")
+        if isinstance(n_pos, bool) or not isinstance(n_pos, int) or not 0 < n_pos <= adapter.n_ctx:
+            raise PromptError(f"n_pos={n_pos!r} must lie in 1..{adapter.n_ctx} (an integer within the model's context).")
         for t, v in zip(targets, values, strict=False):
             width = adapter.d_vocab_out if t.site.value == "logits" else adapter.d_model
             expected = (len(t.token_positions(n_pos)), len(t.feature_indices(width)))
@@ -86,7 +100,7 @@ def observe(
             n_pos=n_pos,
             true_tokens=None,
         )
-    prompt = adapter.prompt(prompt_or_activation)
+    prompt = read_prompt(adapter, prompt_or_activation)
     if prompt.batch > 1 and int(prompt.lengths.min()) != prompt.pos:
         raise PromptError("Inverting a batch of prompts needs prompts of equal token length.")
     with torch.no_grad():

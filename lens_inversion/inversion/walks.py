@@ -12,7 +12,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import OptionError, PromptError, check_choice, check_seed
+from ..errors import OptionError, PromptError, TargetError
+from ..validation import check_bool, check_choice, check_int, check_number, check_seed
+from ..validation import read_prompt
 from ..hooks import Target, adapter_for, preserves_model
 from .decode import EmbeddingTable, embedding_scores
 from .observed import as_targets
@@ -27,10 +29,13 @@ class _Walker:
     def __init__(self, model, prompt, target, dtype: str, fix_bos: bool) -> None:
         check_choice("dtype", dtype, tuple(DTYPES))
         self.adapter = adapter_for(model)
-        (resolved,) = as_targets(self.adapter, target)
+        targets = as_targets(self.adapter, target)
+        if len(targets) != 1:
+            raise TargetError(f"A walk holds one target fixed; got {len(targets)}: {[str(t) for t in targets]}; give one.")
+        (resolved,) = targets
         self.target: Target = replace(resolved, batch=slice(None))
         self.name = str(resolved)
-        tokens = self.adapter.prompt(prompt).tokens
+        tokens = read_prompt(self.adapter, prompt).tokens
         if tokens.shape[0] != 1:
             raise PromptError(f"A walk starts from one prompt; got a batch of {tokens.shape[0]}.")
         bos = self.adapter.bos_token_id
@@ -71,9 +76,13 @@ class _Walker:
         )
 
 
-def _positive(name: str, value, kind=int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or value <= 0:
-        raise OptionError(f"{name} must be a positive {kind.__name__}; got {value!r}.")
+def _check_walk(*, steps, step_size, fix_bos, seed, progress) -> None:
+    """The options both walks share, checked before the walk starts."""
+    check_int("steps", steps, low=1)
+    check_number("step_size", step_size, low=0, low_open=True)
+    check_bool("fix_bos", fix_bos)
+    check_bool("progress", progress)
+    check_seed(seed)
 
 
 @preserves_model
@@ -112,10 +121,8 @@ def orthogonal_walk(
     Returns:
         A `WalkResult` with `orthogonality`.
     """
-    _positive("steps", steps)
-    _positive("step_size", step_size, float)
+    _check_walk(steps=steps, step_size=step_size, fix_bos=fix_bos, seed=seed, progress=progress)
     walker = _Walker(model, prompt, target, dtype, fix_bos)
-    check_seed(seed)
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     e = walker.e0.clone()
     walker.record(e)
@@ -178,19 +185,17 @@ def clamped_walk(
     Returns:
         A `WalkResult` (no orthogonality).
     """
-    _positive("steps", steps)
-    _positive("step_size", step_size, float)
-    _positive("inner_steps", inner_steps)
-    _positive("lr", lr, float)
+    _check_walk(steps=steps, step_size=step_size, fix_bos=fix_bos, seed=seed, progress=progress)
+    check_int("inner_steps", inner_steps, low=1)
+    check_number("lr", lr, low=0, low_open=True)
     walker = _Walker(model, prompt, target, dtype, fix_bos)
     n_pos = walker.e0.shape[1]
-    raw = [clamp] if isinstance(clamp, int) else list(clamp)
+    raw = list(clamp) if isinstance(clamp, (list, tuple)) else [clamp]
     if not raw or any(isinstance(p, bool) or not isinstance(p, int) or not -n_pos <= p < n_pos for p in raw):
         raise OptionError(f"clamp must be position(s) in {-n_pos}..{n_pos - 1}; got {clamp!r}.")
     clamped = sorted({p % n_pos for p in raw})
     if any(p < walker.n_fixed for p in clamped):
         raise OptionError(f"clamp={clamp!r} includes the fixed BOS position; pass fix_bos=False to move it.")
-    check_seed(seed)
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     is_clamped = torch.zeros(1, n_pos, 1, dtype=torch.bool, device=walker.e0.device)
     is_clamped[:, clamped] = True

@@ -12,6 +12,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import OptionError, check_choice
+from ..validation import read_prompt
 from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.cache import cached_activation
 from ..hooks.fast_paths import lens_row_verdict
@@ -168,7 +169,7 @@ def logit_lens(
         raise OptionError(f"top_k={top_k!r} must be an int in 1..{adapter.d_vocab_out}.")
     if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
         raise OptionError(f"chunk_size={chunk_size!r} must be a positive int or None (automatic).")
-    p = adapter.prompt(prompt)
+    p = read_prompt(adapter, prompt)
     row_specs = _rows(adapter, rows, layers)
     cols = _positions(positions, p.pos)
     lens_row_verdict(adapter)  # recorded on the result; warns (or raises when strict) if the last row != logits

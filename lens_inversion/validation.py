@@ -1,0 +1,209 @@
+"""One place that checks option values before any computation runs.
+
+Every check raises `OptionError` with a message in three parts: what is wrong, the value
+received (its repr), and what is valid. Types are checked strictly: a boolean option takes
+only `True` or `False` (no truthy strings or 0/1), an integer option takes an `int` (not a
+bool or a float), a number option takes a finite real number (not a bool, NaN or inf).
+"""
+
+import math
+import os
+from pathlib import Path
+
+from .errors import OptionError, PromptError
+
+SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
+
+
+def _is_one_of(value: object, choices: tuple) -> bool:
+    for choice in choices:
+        if value is choice:
+            return True
+        if isinstance(value, bool) or isinstance(choice, bool) or not isinstance(value, type(choice)):
+            continue
+        try:
+            if bool(value == choice):
+                return True
+        except Exception:  # an object whose == is not a plain truth value (a tensor, an array)
+            continue
+    return False
+
+
+def check_choice(name: str, value: object, choices: tuple) -> None:
+    """Raise OptionError unless `value` is one of `choices` (of the same type), naming all of them."""
+    if not _is_one_of(value, choices):
+        valid = ", ".join(repr(c) for c in choices)
+        raise OptionError(f"{name}={value!r} is not valid; choose one of: {valid}.")
+
+
+def check_bool(name: str, value: object, *, allow_none: bool = False) -> None:
+    """Raise OptionError unless `value` is True or False (or None when allowed)."""
+    check_choice(name, value, (True, False, None) if allow_none else (True, False))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_range(low: int | None, high: int | None) -> str:
+    if low == 1 and high is None:
+        return "a positive integer"
+    if low == 0 and high is None:
+        return "an integer >= 0"
+    if high is None:
+        return "an integer" if low is None else f"an integer >= {low}"
+    return f"an integer <= {high}" if low is None else f"an integer in {low}..{high}"
+
+
+def check_int(name: str, value: object, *, low: int | None = None, high: int | None = None,
+              allow_none: bool = False) -> None:
+    """Raise OptionError unless `value` is an int (not a bool or float) in low..high (inclusive)."""
+    if value is None and allow_none:
+        return
+    if _is_int(value) and (low is None or value >= low) and (high is None or value <= high):
+        return
+    valid = _int_range(low, high)
+    raise OptionError(f"{name} must be {valid}{' or None' if allow_none else ''}; got {value!r}.")
+
+
+def check_seed(value: object, *, name: str = "seed", allow_none: bool = True) -> None:
+    """Raise OptionError unless `value` is an int seed in [0, 2**63 - 1] (or None when allowed)."""
+    if value is None and allow_none:
+        return
+    if _is_int(value) and 0 <= value <= SEED_MAX:
+        return
+    valid = "an integer in [0, 2**63 - 1]" + (" or None" if allow_none else "")
+    raise OptionError(f"{name}={value!r} is not valid; give {valid}.")
+
+
+def _bounds(low, high, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f" {'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f" {'<' if high_open else '<='} {high:g}"
+    return ""
+
+
+def _in_bounds(value: float, low, high, low_open: bool, high_open: bool) -> bool:
+    above = low is None or (value > low if low_open else value >= low)
+    below = high is None or (value < high if high_open else value <= high)
+    return above and below
+
+
+def check_number(name: str, value: object, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False, allow_none: bool = False,
+                 none_means: str = "") -> None:
+    """Raise OptionError unless `value` is a finite real number (not a bool) within the bounds.
+
+    `low_open`/`high_open` exclude the bound itself; `none_means` explains what None selects.
+    """
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and _in_bounds(float(value), low, high, low_open, high_open):
+        return
+    alt = "" if not allow_none else (f" or None ({none_means})" if none_means else " or None")
+    raise OptionError(f"{name} must be a finite number{_bounds(low, high, low_open, high_open)}{alt}; got {value!r}.")
+
+
+def check_text(name: str, value: object, *, allow_none: bool = False) -> None:
+    """Raise OptionError unless `value` is a str (or None when allowed)."""
+    if isinstance(value, str) or (value is None and allow_none):
+        return
+    valid = "a string or None" if allow_none else "a string"
+    raise OptionError(f"{name} must be {valid}; got {type(value).__name__} {value!r}.")
+
+
+def check_destination(path: object, *, name: str = "path", example: str = "out.html") -> Path:
+    """Check that `path` names a file we can write, before anything is computed; return it as a Path.
+
+    It must be a str or os.PathLike, not a directory, in an existing folder we may write to,
+    and, if the file exists, writable itself.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not str(os.fspath(path)).strip():
+        raise OptionError(f"{name} must be a file path (a non-empty str or pathlib.Path) such as "
+                          f"{example!r}; got {type(path).__name__} {path!r}.")
+    out = Path(path)
+    where = f"{name}={str(out)!r}"
+    if out.is_dir():
+        raise OptionError(f"Cannot write to {where}: it is a directory; give a file path inside it, "
+                          f"such as {str(out / example)!r}.")
+    folder = out.parent
+    if not folder.is_dir():
+        raise OptionError(f"Cannot write to {where}: the folder {str(folder)!r} does not exist; "
+                          "create it first or give a path in an existing, writable folder.")
+    if not os.access(folder, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise OptionError(f"Cannot write to {where}: permission denied; "
+                          "give a path in an existing, writable folder.")
+    return out
+
+
+def check_callable_output(name: str, value: object, *, shape: tuple, meaning: str) -> None:
+    """Raise OptionError unless a user callable returned a finite-dtype tensor of `shape`."""
+    import torch
+
+    if isinstance(value, torch.Tensor) and tuple(value.shape) == tuple(shape) and value.is_floating_point():
+        return
+    got = f"a tensor of shape {tuple(value.shape)} ({value.dtype})" if isinstance(value, torch.Tensor) else (
+        f"{type(value).__name__} {value!r}"[:80])
+    raise OptionError(f"The {name} callable returned {got}; it must return a float tensor of shape "
+                      f"{tuple(shape)} ({meaning}).")
+
+
+def _lone_surrogate(text: str) -> str | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return f"{text[error.start]!r} at character {error.start}"
+    return None
+
+
+def check_prompt_text(prompt: object) -> None:
+    """Raise PromptError when a prompt string (or an entry of a list of them) is not valid Unicode."""
+    texts = [prompt] if isinstance(prompt, str) else (list(prompt) if isinstance(prompt, (list, tuple)) else [])
+    for i, text in enumerate(texts):
+        bad = _lone_surrogate(text) if isinstance(text, str) else None
+        if bad:
+            which = "The prompt" if isinstance(prompt, str) else f"Prompt {i} of the batch"
+            raise PromptError(
+                f"{which} {text[:40]!r} holds a lone surrogate {bad}, which is not valid Unicode; "
+                "give valid text (for example text.encode('utf-8', 'replace').decode())."
+            )
+
+
+def read_prompt(adapter, prompt, **options):
+    """`adapter.prompt(prompt)` with clear errors: invalid Unicode, and which batch entry is too long."""
+    check_prompt_text(prompt)
+    try:
+        return adapter.prompt(prompt, **options)
+    except PromptError as error:
+        if isinstance(prompt, (list, tuple)) and len(prompt) > 1 and "n_ctx" in str(error):
+            raise PromptError(_too_long(adapter, prompt, options.get("prepend_bos", True))) from None
+        raise
+
+
+def _too_long(adapter, prompts, prepend_bos: bool) -> str:
+    lengths = [len(adapter._encode(p, prepend_bos)) for p in prompts]
+    long = [i for i, n in enumerate(lengths) if n > adapter.n_ctx]
+    first = long[0]
+    return (
+        f"Prompt {first} of the batch of {len(prompts)} has {lengths[first]} tokens but the model's context "
+        f"(n_ctx) is {adapter.n_ctx}; too long: entries {long}. Shorten them to at most {adapter.n_ctx} tokens."
+    )
+
+
+__all__ = [
+    "SEED_MAX",
+    "check_bool",
+    "check_callable_output",
+    "check_choice",
+    "check_destination",
+    "check_int",
+    "check_number",
+    "check_seed",
+    "check_prompt_text",
+    "check_text",
+    "read_prompt",
+]
