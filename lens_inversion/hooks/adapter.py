@@ -165,9 +165,18 @@ class ModelAdapter:
         return self.model.ln_final(resid)
 
     def unembed(self, normed: Resid) -> Logits:
-        """Unembedding (with bias) and the output soft-cap, if the model has one."""
+        """Unembedding (with bias), then the model's own output transform.
+
+        A bridge's unembedding component is the bare head; the architecture adapter holds
+        what the HF model applies after it (Gemma-style soft-capping, Cohere's logit scale,
+        Granite's logit scaling), the same transform TransformerLens's `logit_readout`
+        applies. HookedTransformer and older bridges declare only a soft-cap in the config.
+        """
         logits = self.model.unembed(normed)
-        if self.softcap is not None and not self.is_bridge:
+        transform = getattr(getattr(self.model, "adapter", None), "apply_output_logits_transform", None)
+        if self.is_bridge and callable(transform):
+            return transform(logits)
+        if self.softcap is not None:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
 
