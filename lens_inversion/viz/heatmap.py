@@ -38,6 +38,9 @@ def _log_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
     return vals, [f"{10**v:g}" for v in vals]
 
 
+ROUNDING_FLOOR = 1e-5  # negative values above -this are float rounding of a zero KL
+
+
 def log_color_values(values: np.ndarray, *, dynamic_range: float = 1e4) -> tuple[np.ndarray, list[float], list[str]]:
     """log10 of non-negative values for colouring, floored at max / dynamic_range; with colour-bar ticks.
 
@@ -47,7 +50,9 @@ def log_color_values(values: np.ndarray, *, dynamic_range: float = 1e4) -> tuple
         OptionError: when a value is negative (a log colour scale cannot show it).
     """
     finite = values[np.isfinite(values)]
-    rounding = 1e-5 * float(np.abs(finite).max()) if finite.size else 0.0  # KL of equal rows can be -1e-7
+    # KL of (nearly) equal rows comes out slightly negative in float32: relative to the largest
+    # value, and absolutely (about eps × |log p| summed over the vocabulary) when every value is tiny
+    rounding = max(1e-5 * float(np.abs(finite).max()), ROUNDING_FLOOR) if finite.size else 0.0
     if finite.size and finite.min() < -rounding:
         raise OptionError(
             f"A log colour scale needs non-negative values; the smallest is {finite.min():.4g}. Use log=False."
