@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..validation import check_bool, check_choice, check_int, check_number, check_seed
 from ..hooks import ModelAdapter, Site, adapter_for, preserves_model
 from ..hooks.execution import REUSE, PrefixState, run_after
+from ..validation import check_bool, check_choice, check_int, check_number, check_seed
 from .candidates import ORDERS, allowed_ids, order_candidates
 from .observed import Observed, as_targets, observe
 from .result import InversionResult, PositionReport, exact_verdict, warn_unverified
@@ -135,6 +135,18 @@ def _refine(search, prefix, start, t, head: Tensor, free: Tensor, dist: float, t
     return torch.cat(seen_free), torch.cat(seen_dist)
 
 
+def _bos_first(ranked: Tensor, bos: int | None) -> Tensor:
+    """Rank the BOS first at a hidden position 0, where prompts start with it.
+
+    A target slice `[:, 1:]` that drops the attention sink hides that position. Only the
+    order changes: every candidate is still verified, so a prompt without a BOS is found too.
+    """
+    if bos is None or not bool((ranked == bos).any()):
+        return ranked
+    rest = ranked[ranked != bos].view(ranked.shape[0], -1)
+    return torch.cat([torch.full_like(ranked[:, :1], bos), rest], 1)
+
+
 def _step(search: _Search, hyps: list[_Hyp], free: list[int]) -> list[_Hyp]:
     """Decide the free positions (hidden ones, then the observed last one) for every hypothesis."""
     started = time.perf_counter()
@@ -151,6 +163,8 @@ def _step(search: _Search, hyps: list[_Hyp], free: list[int]) -> list[_Hyp]:
 
     ranked = order_candidates(adapter, objective, search.allowed, rows=n_hyp, free=len(free), order=search.order,
                               generator=search.generator)
+    if free[0] == 0 and len(free) > 1:
+        ranked[:, 0] = _bos_first(ranked[:, 0], adapter.bos_token_id)
     combos = _hidden_combos(ranked[:, :-1], search.beam, search.hidden_top)  # [H, C, k]
     n_combo, k = combos.shape[1], combos.shape[2]
     at_t = ranked[:, -1]  # [H, K]

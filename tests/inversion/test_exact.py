@@ -181,3 +181,24 @@ def test_two_features_scan_everything_and_stay_exact(tiny):
     res = invert_exact(tiny, "The sky is blue.", target=target, **QUIET)
     assert res.token_accuracy == 1.0
     assert all(p.candidates_checked >= tiny.cfg.d_vocab for p in res.positions)
+
+
+@pytest.mark.parametrize("fixture", ["gpt2", "llama"])
+def test_hidden_bos_with_few_features_is_recovered(fixture, request):
+    """`[:, 1:, :8]`: the BOS is hidden and 8 features per position remain; every token comes back."""
+    model = request.getfixturevalue(fixture)
+    target = "blocks.1.hook_resid_post[:, 1:, :8]"
+    res = invert_exact(model, TEXT, target=target, **QUIET)
+    assert torch.equal(res.tokens, adapter_for(model).prompt(TEXT).tokens)
+    assert res.verdict.status in ("verified", "ambiguous")  # position 0 is decided but not observed
+    t = Target.parse(target)
+    assert_close(t.extract(model, res.tokens), t.extract(model, TEXT), loose=10)
+
+
+def test_hidden_first_token_that_is_not_bos_is_still_found(gpt2):
+    """The BOS is only tried first: a prompt without one is verified like any other."""
+    tokens = adapter_for(gpt2).prompt(TEXT).tokens[:, 1:]  # no BOS
+    target = "blocks.1.hook_resid_post[:, 1:, :]"
+    act = Target.parse(target).extract(gpt2, tokens)
+    res = invert_exact(gpt2, act, target=target, n_pos=tokens.shape[1], **QUIET)
+    assert torch.equal(res.tokens, tokens)
