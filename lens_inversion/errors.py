@@ -38,4 +38,4 @@ class ReusedContextError(LensInversionError):
 
 
 # The option checks live in validation.py; they are re-exported here for existing imports.
-from .validation import check_bool, check_choice, check_seed  # noqa: E402
+from .validation import check_bool, check_choice, check_seed  # noqa: E402, F401

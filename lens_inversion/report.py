@@ -10,12 +10,13 @@ from tqdm.auto import tqdm
 
 from .ablation import AblationResult, ablation_sweep
 from .attribution import AttributionResult, attribute
-from .errors import OptionError, check_bool
+from .errors import OptionError
 from .hooks import adapter_for, preserves_model
 from .hooks.fast_paths import run_all
 from .hooks.sites import Site, site_hook_name
 from .inversion import InversionResult, invert
 from .lens import LogitLensResult, logit_lens
+from .validation import check_bool, check_choice, check_destination, check_int, check_prompt_text, check_seed, check_text
 from .viz.report import ReportBuilder
 
 ATTRIBUTION_METHODS = ("grad_x_input", "occlusion", "combined")
@@ -142,20 +143,25 @@ def report(
     Examples:
         >>> res = li.report(model, "The sky is blue.", path="report.html")  # doctest: +SKIP
     """
+    path = check_destination(path, example="report.html")
+    check_text("title", title, allow_none=True)
     if not isinstance(prompt, str) or not prompt.strip():
         raise OptionError(f"report() takes one non-empty prompt string; got {prompt!r}.")
-    if gradient_steps < 1:
-        raise OptionError(f"gradient_steps must be at least 1; got {gradient_steps}.")
+    check_prompt_text(prompt)
+    check_int("gradient_steps", gradient_steps, low=1)
     check_bool("gradient_early_stop", gradient_early_stop)
+    check_bool("progress", progress)
+    check_seed(seed, allow_none=False)
+    check_choice("ablation", ablation, ("zero", "mean", "resample"))
     adapter = adapter_for(model)
-    layers = _default_layers(adapter.n_layers) if inversion_layers is None else list(inversion_layers)
+    layers = inversion_layers
+    if layers is not None:
+        layers = list(layers) if isinstance(layers, (list, tuple, range)) else [layers]
+    layers = _default_layers(adapter.n_layers) if layers is None else layers
     if not layers:
         raise OptionError("inversion_layers is empty; give at least one block index or None for the default.")
     for layer in layers:
         adapter.check_layer(layer, what="inversion layer")
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise OptionError(f"Cannot write the report to {str(path)!r}: folder {str(path.parent)!r} does not exist.")
 
     steps = 2 + len(ATTRIBUTION_METHODS) + len(layers) * len(INVERSION_METHODS) + 3
     bar = tqdm(total=steps, desc="report", disable=not progress, leave=False)

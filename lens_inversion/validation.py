@@ -119,8 +119,8 @@ def check_text(name: str, value: object, *, allow_none: bool = False) -> None:
 def check_destination(path: object, *, name: str = "path", example: str = "out.html") -> Path:
     """Check that `path` names a file we can write, before anything is computed; return it as a Path.
 
-    It must be a str or os.PathLike, not a directory, in an existing folder we may write to,
-    and, if the file exists, writable itself.
+    It must be a str or os.PathLike, not a directory, in an existing folder, and writable: we
+    open it for appending (or create it and remove it again), so nothing existing is changed.
     """
     if not isinstance(path, (str, os.PathLike)) or not str(os.fspath(path)).strip():
         raise OptionError(f"{name} must be a file path (a non-empty str or pathlib.Path) such as "
@@ -134,22 +134,23 @@ def check_destination(path: object, *, name: str = "path", example: str = "out.h
     if not folder.is_dir():
         raise OptionError(f"Cannot write to {where}: the folder {str(folder)!r} does not exist; "
                           "create it first or give a path in an existing, writable folder.")
-    if not os.access(folder, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise OptionError(f"Cannot write to {where}: permission denied; "
-                          "give a path in an existing, writable folder.")
+    reason = _cannot_write(out)
+    if reason:
+        raise OptionError(f"Cannot write to {where}: {reason}; give a path in an existing folder you may write to.")
     return out
 
 
-def check_callable_output(name: str, value: object, *, shape: tuple, meaning: str) -> None:
-    """Raise OptionError unless a user callable returned a finite-dtype tensor of `shape`."""
-    import torch
-
-    if isinstance(value, torch.Tensor) and tuple(value.shape) == tuple(shape) and value.is_floating_point():
-        return
-    got = f"a tensor of shape {tuple(value.shape)} ({value.dtype})" if isinstance(value, torch.Tensor) else (
-        f"{type(value).__name__} {value!r}"[:80])
-    raise OptionError(f"The {name} callable returned {got}; it must return a float tensor of shape "
-                      f"{tuple(shape)} ({meaning}).")
+def _cannot_write(path: Path) -> str | None:
+    """Why `path` cannot be written (a real attempt: append to it, or create and remove it), or None."""
+    existed = path.exists()
+    try:
+        with open(path, "a" if existed else "x", encoding="utf-8"):
+            pass
+    except OSError as error:
+        return error.strerror or type(error).__name__
+    if not existed:
+        path.unlink(missing_ok=True)
+    return None
 
 
 def _lone_surrogate(text: str) -> str | None:
@@ -197,7 +198,6 @@ def _too_long(adapter, prompts, prepend_bos: bool) -> str:
 __all__ = [
     "SEED_MAX",
     "check_bool",
-    "check_callable_output",
     "check_choice",
     "check_destination",
     "check_int",

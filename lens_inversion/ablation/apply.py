@@ -6,12 +6,12 @@ import torch
 from torch import Tensor
 
 from ..errors import LensInversionError, OptionError, PromptError, UnsupportedModelError
-from ..validation import read_prompt
 from ..hooks import ablation_hooks as ah
 from ..hooks.adapter import ModelAdapter
 from ..hooks.preserve import preserved
 from ..hooks.sites import Norm, Site
 from ..hooks.targets import Target, index_positions
+from ..validation import read_prompt
 from .specs import (
     SPEC_TYPES,
     Ablate,

@@ -8,11 +8,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..errors import OptionError, check_choice
-from ..validation import read_prompt
+from ..errors import OptionError
 from ..hooks.adapter import adapter_for
 from ..hooks.preserve import preserves_model
 from ..hooks.targets import Target, as_target
+from ..validation import check_bool, check_choice, check_destination, check_number, read_prompt
 from .sweep import ablation_sweep
 
 
@@ -75,6 +75,7 @@ class BandwidthResult:
 
     def to_html(self, path: "str | Path") -> Path:
         """Write the plot to one offline HTML file (plotly.js embedded); return its path."""
+        path = check_destination(path)
         from ..viz.html import write_figures_html
 
         return write_figures_html(path, self.plot(), title="Bandwidth", heading="Bandwidth of the residual stream",
@@ -131,6 +132,8 @@ def bandwidth(
         else for an intact output.
     """
     check_choice("invert", invert, ("auto", "yes", "no"))
+    check_number("kl_threshold", kl_threshold, low=0)
+    check_bool("progress", progress)
     adapter = adapter_for(model)
     target = as_target(target).resolve(adapter)
     if target.features != slice(None):

@@ -2,9 +2,9 @@
 
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
-from ..errors import HookNeverFiredError
+from ..errors import HookNeverFiredError, ReusedContextError
 from ..hooks.adapter import adapter_for
 from ..hooks.interventions import attached
 from ..hooks.preserve import model_lock
@@ -12,8 +12,7 @@ from .apply import compile_specs
 from .specs import Spec
 
 
-@contextmanager
-def ablated(model, *specs: Spec) -> Iterator:
+def ablated(model, *specs: Spec) -> "_Ablated":
     """Apply ablation specs to `model` for the body of a `with` block.
 
     Any forward inside (plain `model(...)` calls and lens_inversion's own functions) sees
@@ -31,10 +30,45 @@ def ablated(model, *specs: Spec) -> Iterator:
     Yields:
         The model itself.
 
+    The context is single-use: entering the same `ablated(...)` object a second time (again
+    after it ended, or nested inside itself) raises ReusedContextError; write
+    `with li.ablated(model, ...)` once per block.
+
     Examples:
         >>> with li.ablated(model, li.RemoveResidual(0, around="attn"), li.BypassLayerNorm(which="final")):
         ...     logits = model("The sky is blue.")  # doctest: +SKIP
     """
+    return _Ablated(_ablated(model, specs), specs)
+
+
+class _Ablated(AbstractContextManager):
+    """The context `ablated` returns: a generator context that says clearly when it is entered twice."""
+
+    def __init__(self, context, specs: tuple) -> None:
+        self._context, self._specs, self._state = context, specs, "new"
+
+    def __enter__(self):
+        if self._state != "new":
+            names = ", ".join(repr(s) for s in self._specs)
+            raise ReusedContextError(
+                f"This li.ablated(model, {names}) context was already entered (it is {self._state}); a context "
+                "is single-use: enter it once, and create a new one with li.ablated(model, *specs) for each "
+                "`with` block."
+            )
+        self._state = "active"
+        try:
+            return self._context.__enter__()
+        except BaseException:
+            self._state = "ended"
+            raise
+
+    def __exit__(self, *exc_info):
+        self._state = "ended"
+        return self._context.__exit__(*exc_info)
+
+
+@contextmanager
+def _ablated(model, specs: tuple) -> Iterator:
     adapter = adapter_for(model)
     with model_lock(adapter.model):
         silent = yield from _ablated_body(adapter, specs)

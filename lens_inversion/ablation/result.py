@@ -7,6 +7,8 @@ from typing import Literal
 from jaxtyping import Float
 from torch import Tensor
 
+from ..validation import check_destination
+
 METRIC_TITLES = {
     "kl": "KL(clean ‖ ablated) at the readout token",
     "logit_diff": "logit(answer) − logit(foil) at the readout token",
@@ -70,10 +72,10 @@ class AblationResult:
         """
         import plotly.graph_objects as go
 
-        from ..viz.heatmap import log_color_values
+        from ..viz.heatmap import log_color_values, plotly_text
 
         values = self.values.detach().float().cpu().numpy()
-        title = title or self._title()
+        title = plotly_text(title or self._title())
         if self.kind == "widths":
             fig = go.Figure(
                 [
@@ -92,7 +94,7 @@ class AblationResult:
             go.Heatmap(
                 z=z,
                 customdata=values,
-                x=self.column_labels,
+                x=[plotly_text(str(label)) for label in self.column_labels],
                 y=[f"layer {lay}" for lay in self.layers],
                 colorscale="Viridis",
                 colorbar=colorbar,
@@ -105,6 +107,7 @@ class AblationResult:
 
     def to_html(self, path: "str | Path") -> Path:
         """Write the plot as a standalone HTML file; return its path."""
+        path = check_destination(path)
         from ..viz.html import write_figures_html
 
         return write_figures_html(path, self.plot(), title=f"{self.ablation} ablation of {self.site}",

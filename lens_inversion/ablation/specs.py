@@ -5,9 +5,10 @@ from typing import Literal
 
 from torch import Tensor
 
-from ..errors import OptionError, TargetError, check_choice
+from ..errors import OptionError, TargetError
 from ..hooks.sites import Site
 from ..hooks.targets import Target, as_target
+from ..validation import check_choice, check_int, check_seed
 
 Component = Literal["attn", "mlp"]
 WhichNorm = Literal["ln1", "ln2", "final", "all"]
@@ -102,6 +103,16 @@ def _writable_target(value, what: str) -> Target:
     return target
 
 
+def _check_reference(reference) -> None:
+    texts = isinstance(reference, (list, tuple)) and all(isinstance(r, str) for r in reference)
+    if reference is None or isinstance(reference, (str, Tensor)) or texts:
+        return
+    raise OptionError(
+        f"Ablate reference must be None, a prompt string, a list of prompt strings or a tensor (token ids or "
+        f"activations); got {type(reference).__name__} {reference!r}."[:300]
+    )
+
+
 @dataclass(frozen=True, kw_only=False, eq=False)
 class Ablate:
     """Replace a target's tokens and features by zero, a mean, or a resampled activation.
@@ -125,6 +136,8 @@ class Ablate:
     def __post_init__(self) -> None:
         object.__setattr__(self, "target", _writable_target(self.target, "Ablate"))
         check_choice("mode", self.mode, ("zero", "mean", "resample"))
+        check_seed(self.seed, allow_none=False)
+        _check_reference(self.reference)
         if self.mode != "zero" and self.reference is None:
             raise OptionError(
                 f"Ablate(mode={self.mode!r}) needs reference= (prompt(s) or a float tensor of activations)."
@@ -158,8 +171,7 @@ class TruncateWidth:
             if target.features != slice(None):
                 raise TargetError(f"TruncateWidth sets the width with keep=; give {target} without a feature slice.")
             object.__setattr__(self, "target_or_site", target)
-        if isinstance(self.keep, bool) or not isinstance(self.keep, int) or self.keep < 0:
-            raise OptionError(f"keep must be a non-negative integer number of features; got {self.keep!r}.")
+        check_int("keep", self.keep, low=0)
 
     def __repr__(self) -> str:
         value = self.target_or_site

@@ -17,14 +17,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import OptionError, PromptError, check_choice, check_seed
-from ..validation import read_prompt
+from ..errors import OptionError, PromptError
 from ..hooks import ablation_hooks as ah
 from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.execution import PrefixState, readout_only, run_after_layered, supports_layered
 from ..hooks.preserve import preserves_model
 from ..hooks.sites import Site
 from ..hooks.targets import index_positions
+from ..validation import check_bool, check_choice, check_int, check_seed, read_prompt
 from .apply import resample_values
 from .result import AblationResult
 
@@ -125,6 +125,27 @@ def _plan_groups(adapter, tokens, columns, kind, site, batch_size):
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)], {}
 
 
+def _as_list(name: str, value):
+    """None, one index, or a list/tuple/range of them, as None or a list (items checked later)."""
+    if value is None or isinstance(value, (list, tuple, range)):
+        return None if value is None else list(value)
+    if isinstance(value, torch.Tensor) and value.ndim == 1:
+        return list(value)
+    if isinstance(value, (int, slice)) or hasattr(value, "__index__"):
+        return [value]
+    raise OptionError(f"{name} must be None, an int or a list of ints; got {type(value).__name__} {value!r}.")
+
+
+def _check_widths(adapter, widths) -> list[int]:
+    """The kept widths of a truncate sweep (default: 8 steps up to d_model), checked before any run."""
+    if widths is None:
+        return [round(adapter.d_model * k / 8) for k in range(1, 9)]
+    raw = list(widths) if isinstance(widths, (list, tuple, range)) else None
+    if not raw or any(isinstance(w, bool) or not isinstance(w, int) or not 0 <= w <= adapter.d_model for w in raw):
+        raise OptionError(f"widths must be a non-empty list of integers in [0, {adapter.d_model}]; got {widths!r}.")
+    return raw
+
+
 @preserves_model
 def ablation_sweep(
     model,
@@ -186,13 +207,10 @@ def ablation_sweep(
             "choose resid_pre, resid_mid, resid_post, attn_out, mlp_out or embed."
         )
     check_seed(seed, allow_none=False)
-    check_choice("progress", progress, (True, False))
-    if isinstance(layers, int):
-        layers = [layers]
-    if isinstance(positions, int):
-        positions = [positions]
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise OptionError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    check_bool("progress", progress)
+    check_int("batch_size", batch_size, low=1, allow_none=True)
+    layers, positions = _as_list("layers", layers), _as_list("positions", positions)
+    widths = _check_widths(adapter, widths) if ablation == "truncate" else widths
     batch = read_prompt(adapter, prompt)
     if batch.batch != 1:
         raise PromptError(f"ablation_sweep takes one prompt; got {batch.batch}. Sweep each prompt separately.")
@@ -227,11 +245,6 @@ def ablation_sweep(
             ref, lengths = _reference_acts(adapter, reference, site, layers)
         if ablation == "truncate":
             kind = "widths"
-            widths = list(widths) if widths is not None else [round(adapter.d_model * k / 8) for k in range(1, 9)]
-            if not widths or any(
-                isinstance(w, bool) or not isinstance(w, int) or not 0 <= w <= adapter.d_model for w in widths
-            ):
-                raise OptionError(f"widths must be non-empty integers in [0, {adapter.d_model}]; got {widths}.")
             columns = sorted(set(widths))
         else:
             kind, columns = "positions", positions

@@ -8,11 +8,11 @@ import torch
 from torch import Tensor
 
 from ..errors import OptionError, PromptError, check_choice
-from ..validation import read_prompt
 from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.execution import REUSE
 from ..hooks.preserve import preserves_model
 from ..hooks.targets import Target
+from ..validation import read_prompt
 from .combined import DEFAULT_WEIGHTS, NORMALISATIONS, check_weights, combine, max_abs, normalise, rank_agreement
 from .grad_x_input import grad_x_input_rows, grad_x_input_scores
 from .objective import OCCLUSION_METRICS, Objective, build_objective, widen

@@ -33,10 +33,13 @@ def normalise(values: Tensor, mask: Tensor, normalize: str) -> Tensor:
 
 
 def check_weights(weights) -> tuple[float, float]:
-    try:
-        w_g, w_o = (float(w) for w in weights)
-    except (TypeError, ValueError):
-        raise OptionError(f"weights must be two numbers (grad_x_input, occlusion); got {weights!r}.") from None
+    """Two finite real numbers (grad_x_input, occlusion), as floats."""
+    numbers = isinstance(weights, (list, tuple)) and len(weights) == 2 and all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights
+    )
+    if not numbers:
+        raise OptionError(f"weights must be two numbers (grad_x_input, occlusion); got {weights!r}.")
+    w_g, w_o = (float(w) for w in weights)
     if not (math.isfinite(w_g) and math.isfinite(w_o)):
         raise OptionError(f"weights must be two finite numbers (grad_x_input, occlusion); got {weights!r}.")
     return w_g, w_o

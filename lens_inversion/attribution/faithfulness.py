@@ -25,8 +25,9 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import OptionError, PromptError, check_seed
+from ..errors import OptionError, PromptError
 from ..hooks.preserve import preserves_model
+from ..validation import check_bool, check_destination, check_int, check_seed
 from .api import predict, prepare
 from .objective import build_objective
 from .occlusion import check_chunk, default_chunk, occluded_inputs, resolve_baseline
@@ -88,6 +89,7 @@ class FaithfulnessResult:
 
     def to_html(self, path: "str | Path") -> Path:
         """Write the deletion/insertion curves to one offline HTML file (plotly.js embedded); return its path."""
+        path = check_destination(path)
         from ..viz.html import write_figures_html
 
         return write_figures_html(path, self.plot(), title="Attribution faithfulness", heading="Attribution faithfulness",
@@ -139,8 +141,9 @@ def faithfulness(
     """
     if not isinstance(result, AttributionResult) or result.spec is None:
         raise OptionError(f"result must be an AttributionResult from attribute(); got {type(result).__name__}.")
-    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
-        raise OptionError(f"n_random must be a positive integer; got {n_random!r}.")
+    check_int("n_random", n_random, low=1)
+    check_int("steps", steps, low=1, allow_none=True)
+    check_bool("progress", progress)
     check_seed(seed, allow_none=False)
     check_chunk(chunk_size)
     spec = result.spec

@@ -21,7 +21,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .._typing import Embeds, Tokens
-from ..errors import OptionError, TargetError
+from ..errors import LensInversionError, OptionError, PromptError, TargetError
 from ..hooks.adapter import ModelAdapter
 from ..hooks.execution import PrefixState, readout_only, run_after
 from ..hooks.sites import Site
@@ -65,12 +65,7 @@ class Objective:
         if self.kind == "target":
             return self.target.select(full)
         if self.kind == "callable":
-            value = torch.as_tensor(self.fn(full))
-            if value.ndim == 0 or value.shape[0] != full.shape[0]:
-                raise OptionError(
-                    f"A target callable must return [batch] or [batch, k] values for logits of shape "
-                    f"{tuple(full.shape)}; got shape {tuple(value.shape)}."
-                )
+            value = _call_target(self.fn, full)
             return value.reshape(value.shape[0], 1, -1)
         return full[:, self.rows]
 
@@ -162,6 +157,47 @@ class Objective:
         return self.scalars(clean) - self.scalars(variants)
 
 
+def _call_target(fn, full: Tensor) -> Tensor:
+    """A target callable's value on the logits, checked: [batch] or [batch, k] floats."""
+    expected = f"[batch] or [batch, k] float values, batch={full.shape[0]}, for logits of shape {tuple(full.shape)}"
+    try:
+        value = torch.as_tensor(fn(full))
+    except LensInversionError:
+        raise
+    except Exception as error:
+        raise OptionError(f"The target callable raised {type(error).__name__}: {error}; it must return {expected}.") from error
+    if value.ndim not in (1, 2) or value.shape[0] != full.shape[0] or not value.is_floating_point():
+        raise OptionError(
+            f"A target callable must return {expected}; got shape {tuple(value.shape)} ({value.dtype})."
+        )
+    return value
+
+
+def _token_target(adapter: ModelAdapter, target: "int | str") -> int:
+    """A next-token id from an id or a single-token string; a clear error for anything else."""
+    try:
+        return adapter.token_id(target)
+    except PromptError as error:
+        valid = (f"Attribution targets are None (the predicted next token), a next-token id in [0, {adapter.d_vocab}) "
+                 "or a single-token string, a callable on the logits, or an activation written in full, such as "
+                 "'blocks.0.hook_resid_post' (or a li.Target)")
+        if isinstance(target, str) and _parses_as_target(target):
+            raise TargetError(
+                f"target={target!r} is neither a next-token id or string nor an activation name attribution reads. "
+                f"{valid}: write {str(Target.parse(target))!r}. To recover the input behind an activation, "
+                "use li.invert(model, prompt, target=...)."
+            ) from None
+        raise TargetError(f"target={target!r} is not a next-token target: {error} {valid}.") from None
+
+
+def _parses_as_target(text: str) -> bool:
+    try:
+        Target.parse(text)
+    except TargetError:
+        return False
+    return True
+
+
 def build_objective(adapter: ModelAdapter, tokens: Tokens, target, *, per_output: bool) -> Objective:
     """Interpret the user's `target` for a prompt of `tokens` [1, pos].
 
@@ -201,7 +237,7 @@ def build_objective(adapter: ModelAdapter, tokens: Tokens, target, *, per_output
             f"target must be None, a token id or string, a Target (or its string form) or a callable on the "
             f"logits; got {type(target).__name__}."
         )
-    token = adapter.token_id(target)
+    token = _token_target(adapter, target)
     label = adapter.token_strings([token])[0]
     return Objective(
         kind="logits",

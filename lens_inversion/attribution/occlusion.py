@@ -38,7 +38,7 @@ def resolve_baseline(adapter: ModelAdapter, baseline: "str | int") -> Baseline:
     if isinstance(baseline, int) and not isinstance(baseline, bool):
         token = adapter.token_id(baseline)
         return Baseline(name=f"token {adapter.token_strings([token])[0]!r} (id {token})", token=token)
-    if baseline not in BASELINES:
+    if not isinstance(baseline, str) or baseline not in BASELINES:
         valid = ", ".join(repr(b) for b in BASELINES)
         raise OptionError(f"baseline={baseline!r} is not valid; choose one of: {valid}, or a token id.")
     if baseline in ("zero", "mean"):

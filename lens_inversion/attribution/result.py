@@ -8,6 +8,8 @@ import plotly.graph_objects as go
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from ..validation import check_destination
+from ..viz.heatmap import plotly_text
 from ..viz.tokens_html import highlight_tokens, write_page
 
 
@@ -88,7 +90,7 @@ class AttributionResult:
         if kind == "heatmap":
             if self.matrix is None:
                 raise ValueError("This result has no per-output matrix; call attribute(..., per_output=True).")
-            labels = self._labels()
+            labels = [plotly_text(label) for label in self._labels()]
             fig = go.Figure(
                 go.Heatmap(
                     z=self.matrix.tolist(),
@@ -100,7 +102,7 @@ class AttributionResult:
                     hovertemplate="output %{y}<br>input %{x}<br>score %{z:.4g}<extra></extra>",
                 )
             )
-            fig.update_layout(title=self._title(), xaxis_title="input token", yaxis_title="output position")
+            fig.update_layout(title=plotly_text(self._title()), xaxis_title="input token", yaxis_title="output position")
             fig.update_yaxes(autorange="reversed")
             return fig
         colors = [
@@ -109,7 +111,7 @@ class AttributionResult:
         ]
         fig = go.Figure(
             go.Bar(
-                x=self._labels(),
+                x=[plotly_text(label) for label in self._labels()],
                 y=self.scores.tolist(),
                 marker_color=colors,
                 customdata=self.raw_scores.tolist(),
@@ -117,7 +119,7 @@ class AttributionResult:
             )
         )
         fig.update_layout(
-            title=self._title() + f" → predicted {self.predicted_token!r}",
+            title=plotly_text(self._title() + f" → predicted {self.predicted_token!r}"),
             xaxis_title="input token",
             yaxis_title=f"score ({self.normalisation})",
         )
@@ -150,4 +152,5 @@ class AttributionResult:
 
     def to_html(self, path: "str | Path") -> Path:
         """Write the highlighted prompt as a standalone HTML page; returns the path."""
+        path = check_destination(path)
         return write_page(path, self.html(), title=self._title())

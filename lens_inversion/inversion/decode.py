@@ -13,8 +13,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..errors import OptionError, PromptError
-from ..validation import check_bool, check_choice, check_int
 from ..hooks import ModelAdapter, adapter_for, preserves_model
+from ..validation import check_bool, check_choice, check_int
 
 Decoding = Literal["pinv", "cosine", "l2"]
 DECODINGS = ("pinv", "cosine", "l2")

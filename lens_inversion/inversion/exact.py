@@ -353,6 +353,7 @@ def invert_exact(
     """
     _check_options(order=order, reuse=reuse, seed=seed, progress=progress, beam=beam, hidden_top=hidden_top,
                    batch_size=batch_size, tolerance=tolerance, exhaustive=exhaustive)
+    check_int("n_pos", n_pos, low=1, allow_none=True)
     started = time.perf_counter()
     adapter = adapter_for(model)
     targets = as_targets(adapter, target)

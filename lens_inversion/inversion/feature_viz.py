@@ -14,8 +14,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import OptionError, TargetError
-from ..validation import check_bool, check_choice, check_int, check_number
 from ..hooks import Target, adapter_for, preserves_model
+from ..validation import check_bool, check_choice, check_int, check_number
 from .decode import allowed_mask
 from .gradient import invert_gradient
 from .observed import as_targets
@@ -50,13 +50,15 @@ class FeatureVizResult:
         """Bar chart of the best single-token inputs' activations (or the loss history)."""
         import plotly.graph_objects as go
 
+        from ..viz.heatmap import plotly_text
+
         if self.scan_tokens is None:
             y = [] if self.loss_history is None else self.loss_history.tolist()
             fig = go.Figure(go.Scatter(y=y, mode="lines", name="loss"))
-            return fig.update_layout(title=f"Feature visualization of {self.target}", xaxis_title="step")
+            return fig.update_layout(title=plotly_text(f"Feature visualization of {self.target}"), xaxis_title="step")
         ids = self.scan_tokens[:k].tolist()
-        fig = go.Figure(go.Bar(x=[repr(t) for t in self.scan_texts[:k]], y=self.scan_activations[ids].tolist()))
-        title = f"Single-token inputs that maximise {self.target}"
+        fig = go.Figure(go.Bar(x=[plotly_text(repr(t)) for t in self.scan_texts[:k]], y=self.scan_activations[ids].tolist()))
+        title = plotly_text(f"Single-token inputs that maximise {self.target}")
         return fig.update_layout(title=title, yaxis_title="mean activation")
 
 

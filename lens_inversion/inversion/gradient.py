@@ -15,9 +15,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import OptionError, PromptError
-from ..validation import check_bool, check_choice, check_int, check_number, check_seed
 from ..hooks import Target, adapter_for, preserves_model
 from ..hooks.targets import index_positions
+from ..validation import check_bool, check_choice, check_int, check_number, check_seed
 from .decode import DECODINGS, EmbeddingTable, allowed_mask, embedding_scores, mask_scores
 from .losses import LossName, loss_function, total_distance
 from .observed import as_targets, observe

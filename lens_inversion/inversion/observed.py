@@ -7,8 +7,8 @@ import torch
 from torch import Tensor
 
 from ..errors import PromptError, TargetError
-from ..validation import read_prompt
 from ..hooks import ModelAdapter, Target, adapter_for
+from ..validation import read_prompt
 
 
 @dataclass(frozen=True, kw_only=True)

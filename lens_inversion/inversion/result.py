@@ -186,12 +186,14 @@ class InversionResult:
         """Loss per optimisation step (log scale) with the shifted-input yardstick as a line."""
         import plotly.graph_objects as go
 
+        from ..viz.heatmap import plotly_text
+
         fig = go.Figure()
         if self.loss_history is not None:
             fig.add_trace(go.Scatter(y=self.loss_history.tolist(), mode="lines", name="loss"))
         if self.shifted_distance is not None:
             fig.add_hline(y=self.shifted_distance, line_dash="dash", annotation_text="shifted input e′")
-        fig.update_layout(title=f"{self.method} inversion of {', '.join(self.targets)}", xaxis_title="step",
+        fig.update_layout(title=plotly_text(f"{self.method} inversion of {', '.join(self.targets)}"), xaxis_title="step",
                           yaxis_title="distance", yaxis_type="log")
         return fig
 
@@ -227,11 +229,14 @@ class WalkResult:
         """Input distance, output distance and their ratio per step."""
         import plotly.graph_objects as go
 
+        from ..viz.heatmap import plotly_text
+
         fig = go.Figure()
         fig.add_trace(go.Scatter(y=self.input_distances.tolist(), name="‖e − e_i‖₁"))
         fig.add_trace(go.Scatter(y=self.output_distances.tolist(), name="‖O(e) − O(e_i)‖₁"))
-        fig.add_trace(go.Scatter(y=self.ratios.tolist(), name="r", yaxis="y2", text=self.texts, mode="lines+markers"))
+        fig.add_trace(go.Scatter(y=self.ratios.tolist(), name="r", yaxis="y2",
+                                 text=[plotly_text(t) for t in self.texts], mode="lines+markers"))
         return fig.update_layout(
-            title=f"{self.kind} walk on {self.target}", xaxis_title="step", yaxis_title="L1 distance",
+            title=plotly_text(f"{self.kind} walk on {self.target}"), xaxis_title="step", yaxis_title="L1 distance",
             yaxis2=dict(title="r", overlaying="y", side="right"),
         )

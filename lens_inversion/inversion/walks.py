@@ -13,9 +13,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import OptionError, PromptError, TargetError
-from ..validation import check_bool, check_choice, check_int, check_number, check_seed
-from ..validation import read_prompt
 from ..hooks import Target, adapter_for, preserves_model
+from ..validation import check_bool, check_choice, check_int, check_number, check_seed, read_prompt
 from .decode import EmbeddingTable, embedding_scores
 from .observed import as_targets
 from .result import WalkResult

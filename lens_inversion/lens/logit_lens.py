@@ -11,13 +11,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import OptionError, check_choice
-from ..validation import read_prompt
+from ..errors import OptionError
 from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.cache import cached_activation
 from ..hooks.fast_paths import lens_row_verdict
 from ..hooks.preserve import preserves_model
 from ..hooks.sites import Site
+from ..validation import check_bool, check_choice, check_int, read_prompt
 from . import metrics
 from .result import LogitLensResult
 
@@ -44,8 +44,7 @@ def _rows(adapter: ModelAdapter, rows: str, layers) -> list[_Row]:
     if layers is None:
         chosen = list(range(n))
     else:
-        if isinstance(layers, int):
-            layers = [layers]
+        layers = list(layers) if isinstance(layers, (list, tuple, range)) else [layers]
         chosen = sorted({adapter.check_layer(layer, what="layers entry") for layer in layers})
     out = [_Row("embed", Site.RESID_PRE, 0)]
     for layer in chosen:
@@ -63,7 +62,7 @@ def _positions(positions, width: int) -> list[int]:
     if isinstance(positions, slice):
         chosen = list(range(width))[positions]
     else:
-        items = [positions] if isinstance(positions, int) else list(positions)
+        items = list(positions) if isinstance(positions, (list, tuple, range)) else [positions]
         if not all(isinstance(p, int) and not isinstance(p, bool) for p in items):
             raise OptionError(f"positions must be None, an int, a slice or a list of ints; got {positions!r}.")
         bad = [p for p in items if not -width <= p < width]
@@ -163,12 +162,10 @@ def logit_lens(
     """
     check_choice("compare", compare, ("final", "input"))
     check_choice("rows", rows, ("blocks", "sublayers"))
-    check_choice("progress", progress, (True, False))
+    check_bool("progress", progress)
     adapter = adapter_for(model)
-    if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= adapter.d_vocab_out:
-        raise OptionError(f"top_k={top_k!r} must be an int in 1..{adapter.d_vocab_out}.")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
-        raise OptionError(f"chunk_size={chunk_size!r} must be a positive int or None (automatic).")
+    check_int("top_k", top_k, low=1, high=adapter.d_vocab_out)
+    check_int("chunk_size", chunk_size, low=1, allow_none=True)
     p = read_prompt(adapter, prompt)
     row_specs = _rows(adapter, rows, layers)
     cols = _positions(positions, p.pos)

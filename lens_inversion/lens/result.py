@@ -11,6 +11,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..errors import OptionError, check_choice
+from ..validation import check_destination
 from ..viz.heatmap import SAFE_SCALES, ColorScale, layer_position_heatmap
 from ..viz.html import write_figures_html
 
@@ -196,6 +197,7 @@ class LogitLensResult:
 
     def to_html(self, path: "str | Path", *, metrics: "tuple[str, ...]" = ("kl", "rank"), index: int = 0) -> Path:
         """Write the heatmaps of `metrics` to one self-contained offline HTML file."""
+        path = check_destination(path)
         figs = [self.plot(metric=m, index=index) for m in metrics]
         return write_figures_html(path, figs, title=f"Logit lens ({self.compare})")
 

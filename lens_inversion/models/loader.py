@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import DeviceError, ModelNotFoundError, OptionError
+from ..validation import check_bool
 
 ASSETS = Path(__file__).parent / "assets"
 EMBEDDED = {
@@ -58,6 +59,9 @@ def load_model(
 
     dtype = _check_dtype(dtype)
     check_device(device)
+    check_bool("compatibility_mode", compatibility_mode)
+    check_bool("load_in_8bit", load_in_8bit)
+    check_bool("load_in_4bit", load_in_4bit)
     if load_in_8bit and load_in_4bit:
         raise OptionError("Choose one of load_in_8bit and load_in_4bit, not both.")
     dtype = dtype or torch.float32

@@ -7,6 +7,8 @@ from pathlib import Path
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from ..validation import check_destination
+
 
 def page_header(heading: str, *, prompt: "str | None" = None, model: "str | None" = None,
                 explanation: "str | None" = None) -> str:
@@ -51,7 +53,7 @@ def write_figures_html(
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
         f"<body style='font-family:sans-serif;margin:20px'>{header}{''.join(sections)}{''.join(parts)}</body></html>"
     )
-    path = Path(path)
+    path = check_destination(path)
     path.write_text(page, encoding="utf-8")
     return path
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from ..validation import check_destination
 from .heatmap import plotly_text, wrap_title
 
 _STYLE = """
@@ -88,6 +89,6 @@ class ReportBuilder:
         )
 
     def write(self, path: "str | Path") -> Path:
-        path = Path(path)
+        path = check_destination(path)
         path.write_text(self.to_html(), encoding="utf-8")
         return path

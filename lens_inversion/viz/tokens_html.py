@@ -4,6 +4,8 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..validation import check_destination
+
 LOW = (49, 99, 206)  # blue
 MID = (255, 255, 255)
 HIGH = (214, 39, 40)  # red
@@ -82,7 +84,7 @@ def highlight_tokens(
 
 def write_page(path: "str | Path", body: str, *, title: str = "lens_inversion") -> Path:
     """Wrap an HTML fragment in a standalone page and write it (UTF-8)."""
-    path = Path(path)
+    path = check_destination(path)
     page = (
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>'
         f'<body style="font-family:sans-serif;margin:20px">{body}</body></html>\n'

@@ -7,6 +7,7 @@ when all three parts are present.
 """
 
 import re
+import tempfile
 
 import pytest
 import torch
@@ -34,7 +35,7 @@ def _activation(model, *, poison=None, device=None, shape=None):
 
 
 def _sweep(model, **options):
-    return li.ablation_sweep(model, PROMPT, **Q, **options)
+    return li.ablation_sweep(model, PROMPT, **{**Q, **options})
 
 
 def _invert(model, prompt=PROMPT, **options):
@@ -51,7 +52,7 @@ def _enter(model, *specs):
 
 
 def _faithfulness(model, **options):
-    return li.faithfulness(model, PROMPT, li.attribute(model, PROMPT, **Q), **Q, **options)
+    return li.faithfulness(model, PROMPT, li.attribute(model, PROMPT, **Q), **{**Q, **options})
 
 
 T_, P, OPT, U = li.TargetError, li.PromptError, li.OptionError, li.UnsupportedModelError
@@ -351,9 +352,9 @@ CASES = [
     ("exact-unknown-option", lambda m: _exact(m, steps=5), OPT, ["Unknown option", "steps", "beam.*tolerance"]),
     ("invert-unknown-loss", lambda m: _invert(m, loss="l7"), OPT, ["not valid", "'l7'", "'l1'"]),
     ("invert-negative-steps", lambda m: _invert(m, steps=-5), OPT, ["positive integer", "-5", "positive integer"]),
-    ("invert-lr-a-string", lambda m: _invert(m, lr="fast"), OPT, ["positive number", "'fast'", "None for the optimizer's default"]),
-    ("invert-seed-a-string", lambda m: _invert(m, seed="42"), OPT, ["not valid", "seed='42'", "integer or None"]),
-    ("exact-bad-tolerance", lambda m: _exact(m, tolerance=2.0), OPT, ["must be a number", "tolerance=2.0", r"\[0, 1\)"]),
+    ("invert-lr-a-string", lambda m: _invert(m, lr="fast"), OPT, ["lr must be a finite number", "'fast'", r"> 0 or None \(for the optimizer's default\)"]),
+    ("invert-seed-a-string", lambda m: _invert(m, seed="42"), OPT, ["not valid", "seed='42'", r"integer in \[0, 2\*\*63 - 1\] or None"]),
+    ("exact-bad-tolerance", lambda m: _exact(m, tolerance=2.0), OPT, ["tolerance must be a finite number", "got 2.0", r"\[0, 1\)"]),
     (
         "exact-progress-not-bool",
         lambda m: li.invert(m, PROMPT, target=T, method="exact", progress="no"),
@@ -361,12 +362,12 @@ CASES = [
         ["not valid", "'no'", "True, False"],
     ),
     ("lens-unknown-compare", lambda m: li.logit_lens(m, PROMPT, compare="median", **Q), OPT, ["not valid", "'median'", "'final', 'input'"]),
-    ("lens-top_k-zero", lambda m: li.logit_lens(m, PROMPT, top_k=0, **Q), OPT, ["must be an int", "top_k=0", rf"1\.\.{D_VOCAB}"]),
+    ("lens-top_k-zero", lambda m: li.logit_lens(m, PROMPT, top_k=0, **Q), OPT, ["top_k must be an integer", "got 0", rf"1\.\.{D_VOCAB}"]),
     (
         "lens-top_k-beyond-vocab",
         lambda m: li.logit_lens(m, PROMPT, top_k=D_VOCAB + 1, **Q),
         OPT,
-        ["must be an int", f"top_k={D_VOCAB + 1}", rf"1\.\.{D_VOCAB}"],
+        ["top_k must be an integer", f"got {D_VOCAB + 1}", rf"1\.\.{D_VOCAB}"],
     ),
     (
         "lens-plot-unknown-metric",
@@ -415,9 +416,242 @@ CASES = [
         OPT,
         ["must be a positive int", "-1", "positive int"],
     ),
-    ("faithfulness-zero-steps", lambda m: _faithfulness(m, steps=0), OPT, ["must be None", "got 0", "positive integer"]),
+    ("faithfulness-zero-steps", lambda m: _faithfulness(m, steps=0), OPT, ["steps must be", "got 0", "positive integer or None"]),
     ("faithfulness-seed-none", lambda m: _faithfulness(m, seed=None), OPT, ["not valid", "seed=None", "an integer"]),
 ]
+
+
+# ----- every option: a wrong type, an out-of-range value, NaN/inf for numbers ---------------
+# One shared validator (lens_inversion/validation.py) words these messages, so each kind of
+# bad value is asserted with the same three parts. `_ENTRY` calls each public function with
+# cheap settings; the tables below name, per entry point, its options of each kind.
+NAN, INF = float("nan"), float("inf")
+ATTRIBUTION = li.attribute  # keep a name for the callable-target cases
+_ENTRY = {
+    "lens": lambda m, **o: li.logit_lens(m, PROMPT, **{**Q, **o}),
+    "attr": lambda m, **o: li.attribute(m, PROMPT, **{**Q, **o}),
+    "occl": lambda m, **o: li.attribute(m, PROMPT, **{"method": "occlusion", **Q, **o}),
+    "faith": lambda m, **o: _faithfulness(m, **o),
+    "grad": lambda m, **o: _invert(m, **o),
+    "direct": lambda m, **o: _invert(m, **{"method": "direct", **o}),
+    "exact": lambda m, **o: _exact(m, **o),
+    "decode": lambda m, **o: li.decode_embeddings(m, torch.randn(1, 3, D_MODEL), **o),
+    "viz": lambda m, **o: li.visualize_feature(m, **{"target": f"{T}[:, -1, 0]", "n_tokens": 1, "steps": 2, **Q, **o}),
+    "owalk": lambda m, **o: li.orthogonal_walk(m, PROMPT, **{"target": T, "steps": 2, **Q, **o}),
+    "cwalk": lambda m, **o: li.clamped_walk(m, PROMPT, **{"target": T, "steps": 2, "inner_steps": 2, **Q, **o}),
+    "sweep": lambda m, **o: _sweep(m, **o),
+    "band": lambda m, **o: li.bandwidth(m, PROMPT, **{"target": T, "invert": "no", **Q, **o}),
+    "report": lambda m, **o: li.report(m, PROMPT, **{"path": "unused-report.html", **Q, **o}),
+    "load": lambda m, **o: li.load_model("tiny", **o),
+}
+_BOOLS = {
+    "lens": ["progress", "strict"],
+    "attr": ["signed", "include_bos", "per_output", "progress", "strict"],
+    "faith": ["progress", "strict"],
+    "grad": ["stop_when_closer", "sequential", "fix_bos", "progress", "strict"],
+    "exact": ["progress", "strict"],
+    "decode": ["subtract_positions", "strict"],
+    "viz": ["prepend_bos", "progress", "strict"],
+    "owalk": ["fix_bos", "progress", "strict"],
+    "cwalk": ["fix_bos", "progress", "strict"],
+    "sweep": ["progress", "strict"],
+    "band": ["progress", "strict"],
+    "report": ["gradient_early_stop", "progress", "strict"],
+    "load": ["compatibility_mode", "load_in_8bit", "load_in_4bit"],
+}
+_OPTIONAL_BOOLS = {"exact": ["exhaustive"], "viz": ["scan"]}
+# (entry, option, lowest valid value or None): a float is a wrong type, and low - 1 is out of range
+_INTS = {
+    "lens": [("chunk_size", 1)],
+    "occl": [("window", 1), ("chunk_size", 1)],
+    "faith": [("steps", 1), ("n_random", 1), ("chunk_size", 1)],
+    "grad": [("steps", 1), ("top_k", 1), ("n_restarts", 1), ("n_pos", 1)],
+    "exact": [("beam", 1), ("hidden_top", 1), ("batch_size", 1), ("n_pos", 1)],
+    "decode": [("top_k", 1)],
+    "viz": [("n_tokens", 1), ("steps", 1), ("top_k", 1), ("n_restarts", 1), ("scan_batch", 1)],
+    "owalk": [("steps", 1)],
+    "cwalk": [("steps", 1), ("inner_steps", 1)],
+    "sweep": [("batch_size", 1)],
+    "report": [("gradient_steps", 1)],
+}
+_INT_MESSAGE = {  # the options whose range message differs from "a positive integer"
+    ("occl", "window"): "window must be a positive integer",
+}
+_SEEDS = {"grad": True, "exact": True, "viz": True, "owalk": True, "cwalk": True, "faith": False, "sweep": False, "report": False}
+# (entry, option, a finite value out of range or None, what the message names as valid)
+_FLOATS = {
+    "grad": [
+        ("lr", -1.0, r"> 0 or None"), ("lr_end_factor", 1.5, r"in \(0, 1\]"), ("momentum", -0.5, ">= 0"),
+        ("noise_std", -1.0, ">= 0"), ("shift_std", -1.0, ">= 0"), ("noise_mean", None, "finite number"),
+        ("noise_weight", None, "finite number"), ("target_weight", None, "finite number"),
+    ],
+    "combined": [("alpha", -1.0, ">= 0"), ("beta", -1.0, ">= 0")],
+    "exact": [("tolerance", 1.0, r"in \[0, 1\)")],
+    "viz": [("c", None, "finite number"), ("lr", 0.0, r"> 0 or None")],
+    "owalk": [("step_size", 0.0, "> 0")],
+    "cwalk": [("step_size", -0.1, "> 0"), ("lr", 0.0, "> 0")],
+    "band": [("kl_threshold", -0.01, ">= 0")],
+}
+_ENTRY["combined"] = lambda m, **o: _invert(m, **{"loss": "combined", **o})
+_CHOICES = {  # (entry, option): a string outside the choices, and a value of the wrong type
+    ("lens", "compare"): "'final', 'input'", ("lens", "rows"): "'blocks', 'sublayers'",
+    ("attr", "method"): "'grad_x_input', 'occlusion', 'combined'", ("attr", "normalize"): "'max_abs', 'none'",
+    ("attr", "reuse"): "'auto', 'cache', 'recompute'", ("occl", "metric"): "'l1', 'kl'",
+    ("grad", "optimizer"): "'sgd', 'adam'", ("grad", "start"): "'noise', 'mixed'", ("grad", "decoding"): "'pinv', 'cosine'",
+    ("exact", "order"): "'gradient', 'random', 'vocab'", ("exact", "reuse"): "'auto', 'cache', 'recompute'",
+    ("decode", "decoding"): "'pinv', 'cosine', 'l2'", ("viz", "objective"): "'constant', 'mean'",
+    ("viz", "method"): "'embedding', 'direct'", ("viz", "optimizer"): "'sgd', 'adam'",
+    ("owalk", "dtype"): "'float32', 'float64'", ("cwalk", "dtype"): "'float32', 'float64'",
+    ("sweep", "ablation"): "'zero', 'mean'", ("band", "invert"): "'auto', 'yes', 'no'",
+    ("report", "ablation"): "'zero', 'mean', 'resample'",
+}
+
+
+def _options_cases():
+    cases = []
+    for entry, names in _BOOLS.items():
+        for name in names:
+            valid = "must be True or False" if entry == "attr" and name != "strict" else "True, False"
+            if name == "strict":
+                valid = "True or False"
+            cases.append((f"{entry}-{name}-truthy-string", entry, {name: "no"}, OPT, ["True|not valid", "'no'", valid]))
+            cases.append((f"{entry}-{name}-one", entry, {name: 1}, OPT, ["True|not valid", "1", valid]))
+    for entry, names in _OPTIONAL_BOOLS.items():
+        for name in names:
+            cases.append((f"{entry}-{name}-truthy-string", entry, {name: "yes"}, OPT, ["not valid", f"{name}='yes'", "True, False, None"]))
+    for entry, items in _INTS.items():
+        for name, low in items:
+            error = OPT
+            wrong = _INT_MESSAGE.get((entry, name), f"{name} must be")
+            cases.append((f"{entry}-{name}-a-float", entry, {name: 2.5}, error, [wrong, "2.5", "integer"]))
+            cases.append((f"{entry}-{name}-below-range", entry, {name: low - 1}, error, [wrong, str(low - 1), r"positive integer|1\.\."]))
+            cases.append((f"{entry}-{name}-a-bool", entry, {name: True}, error, [wrong, "True", "integer"]))
+    for entry, optional in _SEEDS.items():
+        valid = r"an integer in \[0, 2\*\*63 - 1\]" + (" or None" if optional else "")
+        for value, shown in ((1.5, "1.5"), (2**70, str(2**70)), (-1, "-1"), ("7", "'7'")):
+            cases.append((f"{entry}-seed-{shown.strip(chr(39))}", entry, {"seed": value}, OPT, ["not valid", f"seed={shown}", valid]))
+    for entry, items in _FLOATS.items():
+        for name, outside, valid in items:
+            for value, shown in ((NAN, "nan"), (INF, "inf"), (-INF, "-inf"), ("x", "'x'"), (True, "True")):
+                cases.append((f"{entry}-{name}-{shown.strip(chr(39))}", entry, {name: value}, OPT,
+                              [f"{name} must be a finite number", f"got {shown}", valid]))
+            if outside is not None:
+                cases.append((f"{entry}-{name}-out-of-range", entry, {name: outside}, OPT,
+                              [f"{name} must be a finite number", f"got {outside}", valid]))
+    for (entry, name), valid in _CHOICES.items():
+        cases.append((f"{entry}-{name}-unknown", entry, {name: "nope"}, OPT, ["not valid", f"{name}='nope'", valid]))
+        cases.append((f"{entry}-{name}-wrong-type", entry, {name: 3}, OPT, ["not valid", f"{name}=3", valid]))
+    return [(cid, (lambda m, e=entry, o=opts: _ENTRY[e](m, **o)), err, parts) for cid, entry, opts, err, parts in cases]
+
+
+def _reenter(model):
+    context = li.ablated(model, li.RemoveResidual(0))
+    with context, torch.no_grad():
+        model(torch.tensor([[1, 2, 3]]))
+    with context:
+        pass
+
+
+def _nested(model):
+    context = li.ablated(model, li.RemoveResidual(0))
+    with context, context:
+        pass
+
+
+def _raises(*_):
+    raise ZeroDivisionError("boom")
+
+
+PATH_CASES = [
+    # ----- file destinations, checked before anything runs ------------------------------------
+    ("report-path-a-directory", lambda m: li.report(m, PROMPT, path=tempfile.gettempdir(), **Q), OPT,
+     ["is a directory", f"path='{re.escape(tempfile.gettempdir())}'", "give a file path inside it"]),
+    ("report-path-missing-folder", lambda m: li.report(m, PROMPT, path="/no/such/folder/r.html", **Q), OPT,
+     ["does not exist", "path='/no/such/folder/r.html'", "existing, writable folder"]),
+    ("report-path-unwritable", lambda m: li.report(m, PROMPT, path="/proc/lens-inversion.html", **Q), OPT,
+     ["Cannot write to", "path='/proc/lens-inversion.html'", "existing folder you may write to|existing, writable"]),
+    ("report-path-not-a-path", lambda m: li.report(m, PROMPT, path=42, **Q), OPT,
+     ["must be a file path", "int 42", r"str or pathlib\.Path"]),
+    ("report-title-not-text", lambda m: li.report(m, PROMPT, path="unused.html", title=42, **Q), OPT,
+     ["title must be", "int 42", "a string or None"]),
+    ("lens-to_html-a-directory", lambda m: li.logit_lens(m, PROMPT, **Q).to_html(tempfile.gettempdir()), OPT,
+     ["is a directory", "path=", "give a file path inside it"]),
+    ("attribution-to_html-missing-folder", lambda m: li.attribute(m, PROMPT, **Q).to_html("/no/such/folder/a.html"), OPT,
+     ["does not exist", "'/no/such/folder/a.html'", "existing, writable folder"]),
+    ("sweep-to_html-unwritable", lambda m: _sweep(m, layers=[0]).to_html("/proc/lens-inversion.html"), OPT,
+     ["Cannot write to", "'/proc/lens-inversion.html'", "folder"]),
+    ("faithfulness-to_html-a-directory", lambda m: _faithfulness(m, steps=2).to_html(tempfile.gettempdir()), OPT,
+     ["is a directory", "path=", "give a file path inside it"]),
+    ("bandwidth-to_html-empty-path", lambda m: li.bandwidth(m, PROMPT, target=T, widths=[64], invert="no", **Q).to_html(""),
+     OPT, ["must be a file path", "str ''", "such as 'out.html'"]),
+    # ----- callables that raise or return the wrong shape --------------------------------------
+    ("loss-callable-raises", lambda m: _invert(m, loss=_raises), OPT,
+     ["loss callable raised ZeroDivisionError", "boom", r"one value per sample, shape \(1,\)"]),
+    ("loss-callable-wrong-shape", lambda m: _invert(m, n_restarts=2, loss=lambda o, t: (o - t).abs().sum()), OPT,
+     ["must return one value per sample", r"got shape \(\)", r"shape \(2,\)"]),
+    ("loss-callable-not-a-tensor", lambda m: _invert(m, loss=lambda o, t: 1.0), OPT,
+     ["must return a tensor", "got float", "one value per sample"]),
+    ("target-callable-raises", lambda m: ATTRIBUTION(m, PROMPT, target=_raises, **Q), OPT,
+     ["target callable raised ZeroDivisionError", "boom", r"\[batch\] or \[batch, k\]"]),
+    ("target-callable-returns-logits", lambda m: ATTRIBUTION(m, PROMPT, target=lambda logits: logits, **Q), OPT,
+     ["must return", rf"got shape \(1, \d+, {D_VOCAB}\)", r"\[batch\] or \[batch, k\]"]),
+    # ----- context managers entered twice ------------------------------------------------------
+    ("ablated-entered-again", _reenter, li.errors.ReusedContextError,
+     ["already entered", r"it is ended", r"single-use.*li\.ablated\(model, \*specs\)"]),
+    ("ablated-nested-in-itself", _nested, li.errors.ReusedContextError,
+     ["already entered", r"it is active", r"single-use.*li\.ablated\(model, \*specs\)"]),
+    # ----- the raw errors of the second reliability round ---------------------------------------
+    ("prompt-lone-surrogate", lambda m: li.logit_lens(m, "a\ud800b", **Q), P,
+     ["lone surrogate", r"'a\\ud800b'", "valid Unicode"]),
+    ("prompt-lone-surrogate-in-batch", lambda m: li.attribute(m, ["fine", "a\ud800b"], **Q), P,
+     ["Prompt 1 of the batch", "lone surrogate", "give valid text"]),
+    ("batch-entry-too-long", lambda m: li.logit_lens(m, ["A cat", "blue " * 40], **Q), P,
+     ["Prompt 1 of the batch of 2", r"has \d+ tokens", rf"n_ctx\) is {N_CTX}.*at most {N_CTX} tokens"]),
+    ("invert-target-none", lambda m: li.invert(m, PROMPT, target=None, **Q), T_,
+     ["target must be a Target", "got NoneType None", "blocks.0.hook_resid_post"]),
+    ("exact-target-a-number", lambda m: _exact(m, target=3.5), T_,
+     ["target must be a Target", "got float 3.5", "or a list of them"]),
+    ("activation-batch-of-zero", lambda m: _invert(m, _activation(m)[:0]), P,
+     ["empty batch", r"shape \(0, \d+, 64\)", r"batch >= 1"]),
+    ("exact-activation-batch-of-zero", lambda m: _exact(m, _activation(m)[:0]), P,
+     ["empty batch", r"shape \(0, \d+, 64\)", r"batch >= 1"]),
+    ("decode-subtract-positions-past-n_ctx", lambda m: li.decode_embeddings(m, torch.randn(1, N_CTX + 3, D_MODEL),
+                                                                          subtract_positions=True), OPT,
+     [f"at most n_ctx={N_CTX} positions", f"{N_CTX + 3} positions", "subtract_positions=False"]),
+    ("attribute-target-hook-short-form", lambda m: li.attribute(m, PROMPT, target="resid_post.1", **Q), T_,
+     ["neither a next-token id", "target='resid_post.1'", r"write 'blocks\.1\.hook_resid_post'.*li\.invert"]),
+    ("attribute-target-multi-token-string", lambda m: li.attribute(m, PROMPT, target=" sky is blue", **Q), T_,
+     ["not a next-token target", "' sky is blue'", "single-token string, a callable on the logits"]),
+    ("ablate-float-seed", lambda m: li.Ablate(T, mode="resample", reference=PROMPT, seed=1.5), OPT,
+     ["not valid", "seed=1.5", r"integer in \[0, 2\*\*63 - 1\]"]),
+    ("ablate-reference-a-number", lambda m: li.Ablate(T, mode="mean", reference=3), OPT,
+     ["reference must be", "int 3", "prompt string, a list of prompt strings or a tensor"]),
+    ("truncate-width-negative-keep", lambda m: li.TruncateWidth("resid_post", keep=-1), OPT,
+     ["keep must be", "got -1", "integer >= 0"]),
+    ("truncate-width-float-keep", lambda m: li.TruncateWidth("resid_post", keep=2.5), OPT,
+     ["keep must be", "got 2.5", "integer >= 0"]),
+    ("walk-two-targets", lambda m: li.orthogonal_walk(m, PROMPT, target=[T, "blocks.1.hook_resid_post"], steps=2, **Q), T_,
+     ["holds one target", "got 2", "give one"]),
+    ("walk-clamp-a-float", lambda m: li.clamped_walk(m, PROMPT, target=T, steps=2, clamp=1.5, **Q), OPT,
+     ["clamp must be position", "1.5", r"-\d+\.\.\d+"]),
+    ("viz-n_tokens-past-context", lambda m: li.visualize_feature(m, target=f"{T}[:, -1, 0]", n_tokens=N_CTX + 5, **Q), OPT,
+     ["n_tokens must be", f"got {N_CTX + 5}", rf"1\.\.{N_CTX - 1}"]),
+    ("lens-layers-a-float", lambda m: li.logit_lens(m, PROMPT, layers=1.5, **Q), T_,
+     ["not an integer layer", "1.5", rf"0\.\.{N_LAYERS - 1}"]),
+    ("lens-positions-a-float", lambda m: li.logit_lens(m, PROMPT, positions=1.5, **Q), OPT,
+     ["positions must be", "1.5", "an int, a slice or a list of ints"]),
+    ("sweep-layers-a-float", lambda m: _sweep(m, layers=1.5), OPT, ["layers must be", "float 1.5", "a list of ints"]),
+    ("sweep-widths-not-a-list", lambda m: _sweep(m, ablation="truncate", widths=8), OPT,
+     ["widths must be a non-empty list", "got 8", rf"\[0, {D_MODEL}\]"]),
+    ("attribute-weights-strings", lambda m: li.attribute(m, PROMPT, method="combined", weights=("1", "1"), **Q), OPT,
+     ["weights must be two numbers", r"\('1', '1'\)", "grad_x_input, occlusion"]),
+    ("attribute-baseline-a-list", lambda m: li.attribute(m, PROMPT, method="occlusion", baseline=[1], **Q), OPT,
+     ["not valid", r"baseline=\[1\]", "'pad'.*or a token id"]),
+    ("report-inversion-layers-a-float", lambda m: li.report(m, PROMPT, path="unused.html", inversion_layers=1.5, **Q), T_,
+     ["not an integer layer|integer", "1.5", rf"0\.\.{N_LAYERS - 1}"]),
+]
+
+CASES += _options_cases() + PATH_CASES
 
 
 # GPT-2-like on every backend; on TransformerLens 3.x (the backend_generic lane) HookedTransformer too.
@@ -429,8 +663,8 @@ def gpt2(request):
     return build(request.param)
 
 
-def test_there_are_at_least_40_cases():
-    assert len(CASES) >= 40
+def test_there_are_at_least_400_cases():
+    assert len(CASES) >= 400
     assert len({c[0] for c in CASES}) == len(CASES), "case ids must be unique"
 
 
