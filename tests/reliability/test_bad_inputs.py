@@ -699,3 +699,29 @@ def test_integer_like_positions_are_still_accepted(gpt2):
     plain = li.ablation_sweep(gpt2, PROMPT, positions=[2, 3], layers=[0], **Q)
     other = li.ablation_sweep(gpt2, PROMPT, positions=[np.int64(2), torch.tensor(3)], layers=0, **Q)
     assert torch.equal(plain.values, other.values)
+
+
+@pytest.mark.parametrize("options", [dict(path=tempfile.gettempdir()), dict(path="/no/such/folder/r.html"), dict(title=42)])
+def test_report_checks_path_and_title_before_any_analysis(gpt2, monkeypatch, options):
+    from importlib import import_module
+
+    report_module = import_module("lens_inversion.report")  # the module, not li.report the function
+
+    def not_reached(*args, **kwargs):
+        raise AssertionError("report() ran an analysis before checking its path and title")
+
+    monkeypatch.setattr(report_module, "logit_lens", not_reached)
+    with pytest.raises(li.OptionError):
+        li.report(gpt2, PROMPT, **{"path": "unused.html", **Q, **options})
+
+
+def test_half_precision_activations_are_converted_without_a_warning(gpt2):
+    """The documented rule: activations of any float dtype are converted to float32, silently."""
+    import warnings
+
+    act = _activation(gpt2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        half = _invert(gpt2, act.half(), seed=0)
+    full = _invert(gpt2, act.half().float(), seed=0)
+    assert torch.equal(half.tokens, full.tokens) and half.distance == full.distance
