@@ -108,11 +108,17 @@ def _rendered_dom(html_path, tmp_path) -> str:
     probe = tmp_path / "probe.html"
     page = html_path.read_text(encoding="utf-8")
     probe.write_text(page.replace("<head>", "<head>" + ERROR_PROBE + LAYOUT_PROBE, 1), "utf-8")
-    done = subprocess.run(
-        [_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
-         "--virtual-time-budget=15000", "--dump-dom", probe.as_uri()],
-        capture_output=True, text=True, timeout=180,
-    )
+    # A private profile per call: two test workers sharing Chromium's default profile can hang on its lock.
+    command = [_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--no-first-run", f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1400,1000",
+               "--virtual-time-budget=15000", "--dump-dom", probe.as_uri()]
+    for attempt in range(2):  # one retry: a loaded CI machine has stalled a headless start before
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+            break
+        except subprocess.TimeoutExpired:
+            if attempt:
+                raise
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
