@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import OptionError, PromptError
+from ..errors import LensInversionError, OptionError, PromptError
 from ..hooks import ablation_hooks as ah
 from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.execution import PrefixState, readout_only, run_after_layered, supports_layered
@@ -64,7 +64,15 @@ class _Scorer:
     def __call__(self, logits: Tensor) -> Tensor:
         metric = self.metric
         if callable(metric):
-            values = torch.as_tensor(metric(logits, self.clean_logits))
+            try:
+                values = torch.as_tensor(metric(logits, self.clean_logits))
+            except LensInversionError:
+                raise
+            except Exception as error:
+                raise OptionError(
+                    f"The metric callable raised {type(error).__name__}: {error}; it must return one value per "
+                    f"row, shape ({logits.shape[0]},), from (ablated_logits, clean_logits)."
+                ) from error
             if values.shape != (logits.shape[0],):
                 raise OptionError(
                     f"A metric callable must return one value per row, shape ({logits.shape[0]},); "

@@ -352,7 +352,12 @@ CASES = [
     ("exact-unknown-option", lambda m: _exact(m, steps=5), OPT, ["Unknown option", "steps", "beam.*tolerance"]),
     ("invert-unknown-loss", lambda m: _invert(m, loss="l7"), OPT, ["not valid", "'l7'", "'l1'"]),
     ("invert-negative-steps", lambda m: _invert(m, steps=-5), OPT, ["positive integer", "-5", "positive integer"]),
-    ("invert-lr-a-string", lambda m: _invert(m, lr="fast"), OPT, ["lr must be a finite number", "'fast'", r"> 0 or None \(for the optimizer's default\)"]),
+    (
+        "invert-lr-a-string",
+        lambda m: _invert(m, lr="fast"),
+        OPT,
+        ["lr must be a finite number", "'fast'", r"> 0 or None \(for the optimizer's default\)"],
+    ),
     ("invert-seed-a-string", lambda m: _invert(m, seed="42"), OPT, ["not valid", "seed='42'", r"integer in \[0, 2\*\*63 - 1\] or None"]),
     ("exact-bad-tolerance", lambda m: _exact(m, tolerance=2.0), OPT, ["tolerance must be a finite number", "got 2.0", r"\[0, 1\)"]),
     (
@@ -591,6 +596,8 @@ PATH_CASES = [
      ["must return one value per sample", r"got shape \(\)", r"shape \(2,\)"]),
     ("loss-callable-not-a-tensor", lambda m: _invert(m, loss=lambda o, t: 1.0), OPT,
      ["must return a tensor", "got float", "one value per sample"]),
+    ("sweep-metric-callable-raises", lambda m: _sweep(m, layers=[0], metric=_raises), OPT,
+     ["metric callable raised ZeroDivisionError", "boom", r"one value per row, shape \(\d+,\)"]),
     ("target-callable-raises", lambda m: ATTRIBUTION(m, PROMPT, target=_raises, **Q), OPT,
      ["target callable raised ZeroDivisionError", "boom", r"\[batch\] or \[batch, k\]"]),
     ("target-callable-returns-logits", lambda m: ATTRIBUTION(m, PROMPT, target=lambda logits: logits, **Q), OPT,
