@@ -20,6 +20,7 @@ _EXPORTS = {
     "AttributionResult": ".attribution",
     "BandwidthResult": ".ablation",
     "BypassLayerNorm": ".ablation",
+    "DeviceError": ".errors",
     "FaithfulnessResult": ".attribution",
     "FeatureVizResult": ".inversion",
     "FreezeLayerNorm": ".ablation",
@@ -30,11 +31,13 @@ _EXPORTS = {
     "LensInversionError": ".errors",
     "LogitLensResult": ".lens",
     "ModelAdapter": ".hooks",
+    "ModelNotFoundError": ".errors",
     "OptionError": ".errors",
     "PositionReport": ".inversion",
     "PromptError": ".errors",
     "RemoveResidual": ".ablation",
     "ReportResult": ".report",
+    "ReusedContextError": ".errors",
     "SelfCheckError": ".hooks.selfcheck",
     "SelfCheckWarning": ".hooks.selfcheck",
     "Site": ".hooks",
@@ -76,7 +79,17 @@ if TYPE_CHECKING:  # pragma: no cover
         bandwidth,
     )
     from .attribution import AttributionResult, FaithfulnessResult, attribute, faithfulness
-    from .errors import HookNeverFiredError, LensInversionError, OptionError, PromptError, TargetError, UnsupportedModelError
+    from .errors import (
+        DeviceError,
+        HookNeverFiredError,
+        LensInversionError,
+        ModelNotFoundError,
+        OptionError,
+        PromptError,
+        ReusedContextError,
+        TargetError,
+        UnsupportedModelError,
+    )
     from .hooks import ModelAdapter, Site, Target
     from .hooks.selfcheck import SelfCheckError, SelfCheckWarning, Verdict, strict_checks
     from .inversion import (
@@ -105,6 +118,7 @@ __all__ = [
     "AttributionResult",
     "BandwidthResult",
     "BypassLayerNorm",
+    "DeviceError",
     "FaithfulnessResult",
     "FeatureVizResult",
     "FreezeLayerNorm",
@@ -115,11 +129,13 @@ __all__ = [
     "LensInversionError",
     "LogitLensResult",
     "ModelAdapter",
+    "ModelNotFoundError",
     "OptionError",
     "PositionReport",
     "PromptError",
     "RemoveResidual",
     "ReportResult",
+    "ReusedContextError",
     "SelfCheckError",
     "SelfCheckWarning",
     "Site",

@@ -37,5 +37,14 @@ class ReusedContextError(LensInversionError):
     """A single-use context manager (such as `li.ablated(...)`) was entered a second time."""
 
 
-# The option checks live in validation.py; they are re-exported here for existing imports.
-from .validation import check_bool, check_choice, check_seed  # noqa: E402, F401
+# The option checks live in validation.py (which imports this module); they are re-exported
+# here for existing imports, resolved on first use so either module may be imported first.
+_FROM_VALIDATION = ("check_bool", "check_choice", "check_seed")
+
+
+def __getattr__(name: str):
+    if name in _FROM_VALIDATION:
+        from . import validation
+
+        return getattr(validation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

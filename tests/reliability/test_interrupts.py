@@ -19,7 +19,7 @@ import importlib
 import pytest
 import torch
 from fixture_models import build, has_hooked_transformer
-from untouched import Snapshot, restore_defaults, user_state
+from untouched import GlobalSnapshot, Snapshot, restore_defaults, user_state
 
 import lens_inversion as li
 
@@ -103,10 +103,12 @@ def test_interrupt_inside_a_forward_of_the_loop(name, hook_name, call, error):
         total = fired["n"]
         assert total >= 4, f"the job fires {hook_name} only {total} times; not a loop to interrupt"
         fired.update(n=0, at=total // 2 + 1)
+        settings = GlobalSnapshot()
         with pytest.raises(error):
             call(model)
         assert fired["n"] == total // 2 + 1, "the interrupt did not stop the job where it was raised"
         snapshot.assert_unchanged()
+        settings.assert_unchanged()  # RNGs, dtype, threads, flags, warning filters, grad mode
 
         fired["at"] = None  # the user's hooks: still attached, and they fire once per forward
         before = (len(seen), fired["n"])
@@ -181,10 +183,12 @@ def test_interrupt_between_iterations_via_the_progress_bar(monkeypatch, hook_nam
         total = _Ticking.ticks
         assert total >= 2, f"this job has {total} progress tick(s); nothing to interrupt between"
         _Ticking.ticks, _Ticking.at = 0, total // 2 + 1
+        settings = GlobalSnapshot()
         with pytest.raises(KeyboardInterrupt):
             call(model)
         assert _Ticking.ticks == total // 2 + 1
         snapshot.assert_unchanged()
+        settings.assert_unchanged()
         with torch.no_grad():
             model(torch.tensor([[1, 2, 3]]))
         assert len(seen) >= 1 and seen.count(1) == len(seen)
