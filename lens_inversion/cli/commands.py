@@ -149,7 +149,7 @@ def run_ablate(args: argparse.Namespace) -> int:
     from ..ablation import ablation_sweep
     from .pages import EXPLAIN
 
-    reference = None if args.ablation == "zero" else (args.reference or args.prompt)
+    reference = None if args.ablation == "zero" else (args.prompt if args.reference is None else args.reference)
     result = ablation_sweep(model, args.prompt, ablation=args.ablation, site=args.site, metric=args.metric,
                             reference=reference, seed=args.seed, progress=not args.quiet)
     path = _page(args, [result.plot()], heading=f"Ablation sweep ({args.ablation}, {args.site})",

@@ -211,9 +211,22 @@ def test_report_command_writes_the_report(tmp_path, capsys):
         (["lens", "hi", "--device", "meta"], "holds no values"),
         (["lens", "hi", "--device", "nonsense"], "not a torch device"),
         (["lens", "hi", "--out", "-"], "--out - is not supported"),
+        (["lens", "hi", "--top-k", "0"], "top_k"),
+        (["lens", "hi", "--dtype", "float8"], "invalid choice"),
+        (["lens", "hi", "--seed", "1.5"], "invalid int value"),
+        (["lens", "hi", "--json", "/no/such/folder/x.json"], "does not exist"),
+        (["report", "hi", "--steps", "0"], "gradient_steps"),
+        (["report", "hi", "--ablation", "melt"], "invalid choice"),
+        (["invert", "hi", "--method", "nope"], "invalid choice"),
+        (["invert", "hi", "--method", "embedding", "--steps", "-3"], "steps"),
+        (["invert", "hi", "--loss", "l7"], "invalid choice"),
+        (["attribute", "hi", "--metric", "l9"], "invalid choice"),
+        (["ablate", "hi", "--metric", "size"], "invalid choice"),
+        (["ablate", "hi", "--ablation", "mean", "--reference", ""], "empty"),
     ],
 )
-def test_user_errors_are_one_line_with_exit_status_2(capsys, argv, says):
+def test_user_errors_are_one_line_with_exit_status_2(capsys, argv, says, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a case that wrongly succeeds must not write into the checkout
     try:
         code = main(argv)
     except SystemExit as exit_:  # argparse usage errors
