@@ -467,7 +467,7 @@ _BOOLS = {
 _OPTIONAL_BOOLS = {"exact": ["exhaustive"], "viz": ["scan"]}
 # (entry, option, lowest valid value or None): a float is a wrong type, and low - 1 is out of range
 _INTS = {
-    "lens": [("chunk_size", 1)],
+    "lens": [("chunk_size", 1), ("top_k", 1)],
     "occl": [("window", 1), ("chunk_size", 1)],
     "faith": [("steps", 1), ("n_random", 1), ("chunk_size", 1)],
     "grad": [("steps", 1), ("top_k", 1), ("n_restarts", 1), ("n_pos", 1)],
@@ -658,7 +658,15 @@ PATH_CASES = [
      ["not an integer layer|integer", "1.5", rf"0\.\.{N_LAYERS - 1}"]),
 ]
 
-CASES += _options_cases() + PATH_CASES
+FEATURE_CASES = [
+    ("sweep-features-a-string", lambda m: _sweep(m, layers=[0], features="x"), T_,
+     ["feature must be", "'x'", "an int or a slice"]),
+    ("sweep-features-a-float", lambda m: _sweep(m, layers=[0], features=2.5), T_,
+     ["feature must be", "2.5", "an int or a slice"]),
+    ("sweep-features-zero-step", lambda m: _sweep(m, layers=[0], features=slice(0, 8, 0)), T_,
+     ["feature slice", "step", "cannot be zero"]),
+]
+CASES += _options_cases() + PATH_CASES + FEATURE_CASES
 
 
 # GPT-2-like on every backend; on TransformerLens 3.x (the backend_generic lane) HookedTransformer too.
@@ -732,3 +740,52 @@ def test_half_precision_activations_are_converted_without_a_warning(gpt2):
         half = _invert(gpt2, act.half(), seed=0)
     full = _invert(gpt2, act.half().float(), seed=0)
     assert torch.equal(half.tokens, full.tokens) and half.distance == full.distance
+
+
+# Options whose wrong values are cases of their own above (targets, prompts, callables,
+# paths, token lists, caches) rather than rows of the per-type tables.
+_COVERED_BY_OWN_CASES = {
+    "target", "targets", "loss", "metric", "layers", "positions", "allowed_tokens", "cache", "path", "title",
+    "reference", "clamp", "widths", "weights", "baseline", "site", "ablation", "inversion_layers", "readout",
+    "answer", "foil", "embedding_from", "dtype", "device", "device_map", "attribution",
+}
+_FUNCTIONS = {"lens": "logit_lens", "attr": "attribute", "faith": "faithfulness", "decode": "decode_embeddings",
+              "viz": "visualize_feature", "owalk": "orthogonal_walk", "cwalk": "clamped_walk",
+              "sweep": "ablation_sweep", "band": "bandwidth", "report": "report", "load": "load_model"}
+
+
+def _table_options() -> dict[str, set[str]]:
+    covered: dict[str, set[str]] = {}
+    for table in (_BOOLS, _OPTIONAL_BOOLS):
+        for entry, names in table.items():
+            covered.setdefault(entry, set()).update(names)
+    for table in (_INTS, _FLOATS):
+        for entry, items in table.items():
+            covered.setdefault(entry, set()).update(item[0] for item in items)
+    for entry, name in _CHOICES:
+        covered.setdefault(entry, set()).add(name)
+    for entry in _SEEDS:
+        covered.setdefault(entry, set()).add("seed")
+    return covered
+
+
+def test_every_keyword_option_of_every_public_function_has_bad_value_cases():
+    """A new option cannot slip in without wrong-type / out-of-range / NaN cases in the tables above."""
+    import inspect
+
+    from lens_inversion.inversion.exact import invert_exact
+    from lens_inversion.inversion.gradient import invert_gradient
+
+    covered = _table_options()
+    functions = {entry: getattr(li, name) for entry, name in _FUNCTIONS.items()}
+    functions.update(grad=invert_gradient, exact=invert_exact)
+    covered["grad"] = covered.get("grad", set()) | covered.get("combined", set()) | {"method"}  # method: its own case
+    covered["sweep"] = covered.get("sweep", set()) | {"features"}  # FEATURE_CASES
+    missing = {}
+    for entry, fn in functions.items():
+        options = {n for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY}
+        gap = options - covered.get(entry, set()) - covered.get("occl" if entry == "attr" else entry, set())
+        gap -= _COVERED_BY_OWN_CASES
+        if gap:
+            missing[entry] = sorted(gap)
+    assert missing == {}, f"options without bad-value cases: {missing}"
