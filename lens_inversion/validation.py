@@ -144,8 +144,7 @@ def _cannot_write(path: Path) -> str | None:
     """Why `path` cannot be written (a real attempt: append to it, or create and remove it), or None."""
     existed = path.exists()
     try:
-        with open(path, "a" if existed else "x", encoding="utf-8"):
-            pass
+        open(path, "a" if existed else "x", encoding="utf-8").close()  # opening is the test; nothing is written
     except OSError as error:
         return error.strerror or type(error).__name__
     if not existed:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from fixture_models import build
-from untouched import GlobalSnapshot, Snapshot, restore_defaults, user_state
+from untouched import GlobalSnapshot, Snapshot, assert_user_hook_fires, restore_defaults, user_state
 
 import lens_inversion as li
 
@@ -44,10 +44,7 @@ def test_success_leaves_model_untouched(name, call):
         call(model)
         snapshot.assert_unchanged()
         settings.assert_unchanged()
-        before = len(seen)
-        with torch.no_grad():
-            model(torch.tensor([[1, 2, 3]]))
-        assert len(seen) == before + 1, "the user's own hook no longer fires"
+        assert_user_hook_fires(model, seen)
     finally:
         restore_defaults(model)
 

@@ -59,6 +59,14 @@ def user_state(model, hook_name: str = "blocks.0.hook_resid_post") -> list:
     return seen
 
 
+def assert_user_hook_fires(model, seen: list) -> None:
+    """The hook `user_state` attached is still there: one more forward, one more call."""
+    before = len(seen)
+    with torch.no_grad():
+        model(torch.tensor([[1, 2, 3]]))
+    assert len(seen) == before + 1, "the user's own hook no longer fires"
+
+
 def restore_defaults(model) -> None:
     """Undo `user_state` so the cached fixture serves the next test as built."""
     model.reset_hooks()

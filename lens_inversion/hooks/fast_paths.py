@@ -6,6 +6,8 @@ to a model (the `doctor` command and the report's self-checks panel).
 """
 
 import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -75,16 +77,6 @@ def _cache_probe(adapter, backend: CacheBackend) -> Comparison:
     return compare(_joined(got, key), reference)
 
 
-def cache_verified(adapter, backend: CacheBackend) -> bool:
-    return _cache_verdict(adapter, backend).passed
-
-
-def _cache_verdict(adapter, backend, force=False) -> Verdict:
-    return selfcheck.verdict(
-        adapter, f"kv_prefix[{backend.name}]",
-        "new positions run after a cached prefix equal the same positions of a full run",
-        lambda: _cache_probe(adapter, backend), force=force,
-    )
 
 
 def _cut_probe(adapter, backend: CacheBackend) -> Comparison:
@@ -101,15 +93,6 @@ def _cut_probe(adapter, backend: CacheBackend) -> Comparison:
     return compare(got, _reference(adapter).logits[:, short:])
 
 
-def cut_verified(adapter, backend: CacheBackend) -> bool:
-    return _cut_verdict(adapter, backend).passed
-
-
-def _cut_verdict(adapter, backend, force=False) -> Verdict:
-    return selfcheck.verdict(
-        adapter, f"cut_prefix[{backend.name}]", "a longer prefix's cache cut to length k equals a prefix of length k",
-        lambda: _cut_probe(adapter, backend), force=force,
-    )
 
 
 def _scaled_rows(start: int):
@@ -137,16 +120,6 @@ def _layered_probe(adapter, backend: CacheBackend) -> Comparison:
     return compare(got, reference)
 
 
-def layered_verified(adapter, backend: CacheBackend) -> bool:
-    return _layered_verdict(adapter, backend).passed
-
-
-def _layered_verdict(adapter, backend, force=False) -> Verdict:
-    return selfcheck.verdict(
-        adapter, f"layered_run[{backend.name}]",
-        "one row below a layer and several above it, after a cached prefix, equals full runs of each row",
-        lambda: _layered_probe(adapter, backend), force=force,
-    )
 
 
 def _readout_probe(adapter) -> Comparison:
@@ -157,17 +130,6 @@ def _readout_probe(adapter) -> Comparison:
     return compare(got, _reference(adapter).logits[:, positions])
 
 
-def readout_verified(adapter) -> bool:
-    if not readout_unchecked(adapter, [0]):
-        return True  # no cut to check: callers index the full logits
-    return _readout_verdict(adapter).passed
-
-
-def _readout_verdict(adapter, force=False) -> Verdict:
-    return selfcheck.verdict(
-        adapter, "readout_only", "unembedding only the read positions equals those positions of the full logits",
-        lambda: _readout_probe(adapter), force=force,
-    )
 
 
 def _batched_probe(adapter) -> Comparison:
@@ -179,15 +141,6 @@ def _batched_probe(adapter) -> Comparison:
     return compare(got, single)
 
 
-def batched_verified(adapter) -> bool:
-    return _batched_verdict(adapter).passed
-
-
-def _batched_verdict(adapter, force=False) -> Verdict:
-    return selfcheck.verdict(
-        adapter, "batched_rows", "a batch of different prompts equals each prompt run alone",
-        lambda: _batched_probe(adapter), force=force,
-    )
 
 
 def _lens_probe(adapter) -> Comparison:
@@ -195,26 +148,70 @@ def _lens_probe(adapter) -> Comparison:
     return compare(adapter.lens_logits(capture[_last_residual(adapter)]), capture.logits)
 
 
-def lens_row_verdict(adapter, force=False) -> Verdict:
+
+
+@dataclass(frozen=True)
+class Check:
+    """One fast path's self-check: its name, what it compares, and the probe that measures it."""
+
+    name: str  # "{backend}" is filled with the cache backend's name
+    description: str
+    probe: Callable[..., Comparison]  # probe(adapter) or probe(adapter, backend)
+    fallback: bool = True  # False: no reference path exists, a failure is only reported
+
+    def verdict(self, adapter, backend: CacheBackend | None = None, *, force: bool = False) -> Verdict:
+        args = (adapter,) if backend is None else (adapter, backend)
+        name = self.name.format(backend=getattr(backend, "name", ""))
+        return selfcheck.verdict(adapter, name, self.description, lambda: self.probe(*args),
+                                 fallback=self.fallback, force=force)
+
+
+KV_PREFIX = Check("kv_prefix[{backend}]", "new positions run after a cached prefix equal the same positions of a full run",
+                  _cache_probe)
+CUT_PREFIX = Check("cut_prefix[{backend}]", "a longer prefix's cache cut to length k equals a prefix of length k",
+                   _cut_probe)
+LAYERED_RUN = Check("layered_run[{backend}]",
+                    "one row below a layer and several above it, after a cached prefix, equals full runs of each row",
+                    _layered_probe)
+READOUT_ONLY = Check("readout_only", "unembedding only the read positions equals those positions of the full logits",
+                     _readout_probe)
+BATCHED_ROWS = Check("batched_rows", "a batch of different prompts equals each prompt run alone", _batched_probe)
+LENS_ROW = Check("lens_row", "the lens output row equals the model's logits", _lens_probe, fallback=False)
+
+
+def cache_verified(adapter, backend: CacheBackend) -> bool:
+    return KV_PREFIX.verdict(adapter, backend).passed
+
+
+def cut_verified(adapter, backend: CacheBackend) -> bool:
+    return CUT_PREFIX.verdict(adapter, backend).passed
+
+
+def layered_verified(adapter, backend: CacheBackend) -> bool:
+    return LAYERED_RUN.verdict(adapter, backend).passed
+
+
+def readout_verified(adapter) -> bool:
+    if not readout_unchecked(adapter, [0]):
+        return True  # no cut to check: callers index the full logits
+    return READOUT_ONLY.verdict(adapter).passed
+
+
+def batched_verified(adapter) -> bool:
+    return BATCHED_ROWS.verdict(adapter).passed
+
+
+def lens_row_verdict(adapter, force: bool = False) -> Verdict:
     """The lens's last row (final norm + unembedding of the last residual) equals the logits."""
-    return selfcheck.verdict(
-        adapter, "lens_row", "the lens output row equals the model's logits",
-        lambda: _lens_probe(adapter), fallback=False, force=force,
-    )
+    return LENS_ROW.verdict(adapter, force=force)
 
 
 def run_all(adapter, *, force: bool = True) -> list[Verdict]:
     """Every self-check that applies to this model (re-run unless `force=False`)."""
     backend = backend_for(adapter)
-    out = []
-    if backend.has_cache:
-        out += [_cache_verdict(adapter, backend, force), _cut_verdict(adapter, backend, force)]
-        if backend.can_layer:
-            out.append(_layered_verdict(adapter, backend, force))
-    if readout_unchecked(adapter, [0]):
-        out.append(_readout_verdict(adapter, force))
-    out += [_batched_verdict(adapter, force), lens_row_verdict(adapter, force)]
-    return out
+    cached = [KV_PREFIX, CUT_PREFIX, *([LAYERED_RUN] if backend.can_layer else [])] if backend.has_cache else []
+    plain = [*([READOUT_ONLY] if readout_unchecked(adapter, [0]) else []), BATCHED_ROWS, LENS_ROW]
+    return [c.verdict(adapter, backend, force=force) for c in cached] + [c.verdict(adapter, force=force) for c in plain]
 
 
 __all__ = [

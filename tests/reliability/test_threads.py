@@ -10,7 +10,7 @@ import threading
 import pytest
 import torch
 from fixture_models import build
-from untouched import Snapshot, restore_defaults, user_state
+from untouched import Snapshot, assert_user_hook_fires, restore_defaults, user_state
 
 import lens_inversion as li
 
@@ -68,9 +68,6 @@ def test_concurrent_calls_equal_sequential_ones_and_leave_the_model_untouched(na
             for value in values:
                 torch.testing.assert_close(value, expected[n], rtol=1e-5, atol=1e-6, msg=f"{n} differs from a sequential call")
         snapshot.assert_unchanged()
-        before = len(seen)
-        with torch.no_grad():
-            model(torch.tensor([[1, 2, 3]]))
-        assert len(seen) == before + 1, "the user's own hook no longer fires"
+        assert_user_hook_fires(model, seen)
     finally:
         restore_defaults(model)
