@@ -1,0 +1,88 @@
+"""The architecture matrix: opt-in (`-m architectures` or LI_ARCHITECTURES=1), results merged to JSON.
+
+Each test writes its (architecture, mode) row to a fragment file; the controlling process
+(also under pytest-xdist) merges them into `LI_MATRIX_JSON` (default
+`.pytest_cache/li-matrix/matrix.json`), which `docs/make_models.py` turns into docs/models.md.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(1)  # pytest -n 2: two workers on two cores
+
+
+def matrix_dir(config) -> Path:
+    return Path(config.rootpath) / ".pytest_cache" / "li-matrix"
+
+
+def matrix_json(config) -> Path:
+    return Path(os.environ.get("LI_MATRIX_JSON") or matrix_dir(config) / "matrix.json")
+
+
+def _is_controller(config) -> bool:
+    return not hasattr(config, "workerinput")
+
+
+def pytest_configure(config):
+    if _is_controller(config):
+        shutil.rmtree(matrix_dir(config) / "rows", ignore_errors=True)
+    (matrix_dir(config) / "rows").mkdir(parents=True, exist_ok=True)
+
+
+def _selected(config) -> bool:
+    return "architectures" in (config.getoption("markexpr", "") or "") or os.environ.get("LI_ARCHITECTURES") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselect (not skip) the matrix in ordinary runs of the suite: it is a job of its own."""
+    if _selected(config):
+        return
+    keep = [i for i in items if i.get_closest_marker("architectures") is None]
+    dropped = [i for i in items if i.get_closest_marker("architectures") is not None]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    if not _is_controller(config):
+        return
+    rows_dir = matrix_dir(config) / "rows"
+    rows = [json.loads(p.read_text()) for p in sorted(rows_dir.glob("*.json"))]
+    if not rows:
+        return
+    import catalog
+    import checks
+
+    out = {
+        "versions": catalog._versions(),
+        "capabilities": list(checks.CAPABILITIES),
+        "architectures": catalog.architectures(),
+        "modes": ["raw", "compat"],
+        "rows": sorted(rows, key=lambda r: (r["arch"], r["mode"])),
+    }
+    path = matrix_json(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    config._li_matrix = (path, rows)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    done = getattr(config, "_li_matrix", None)
+    if not done:
+        return
+    path, rows = done
+    counts: dict[str, int] = {}
+    for row in rows:
+        for c in row["cells"].values():
+            counts[c["outcome"]] = counts.get(c["outcome"], 0) + 1
+    clean = sum(all(c["outcome"] == "works" for c in r["cells"].values()) for r in rows)
+    terminalreporter.write_line(
+        f"architecture matrix: {len(rows)} rows, {clean} pass every check; cells {counts}; written to {path}")

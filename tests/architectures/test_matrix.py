@@ -1,0 +1,65 @@
+"""The support matrix: every decoder-only architecture TransformerLens 4 can boot × raw bridge and
+compatibility mode × every capability, each checked against an independent reference.
+
+Run it with `HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q -m architectures tests/architectures -n 2`.
+One test per (architecture, mode) runs every capability (one boot each); it fails on any
+"fails", "wrong" or "unchecked" cell, and on a "refused" cell whose reason is not listed in
+EXPECTED_REFUSALS below. An expected refusal that no longer happens also fails, so the
+table is kept honest (and a test flips when upstream fixes a bug).
+"""
+
+import json
+import time
+
+import catalog
+import checks
+import pytest
+
+pytestmark = pytest.mark.architectures
+
+MODES = ("raw", "compat")
+
+# (architecture or "*", mode or "*", capability or "*") -> (substring of the refusal's detail, why it is legitimate).
+# Entries naming one architecture must still match (else the test says the refusal is gone).
+EXPECTED_REFUSALS: dict[tuple[str, str, str], tuple[str, str]] = {}
+
+
+def _expected(arch: str, mode: str, cap: str, detail: str):
+    for (a, m, c), (needle, _why) in EXPECTED_REFUSALS.items():
+        if a in ("*", arch) and m in ("*", mode) and c in ("*", cap) and needle in detail:
+            return (a, m, c)
+    return None
+
+
+def _stale(arch: str, mode: str, cells: dict) -> list[str]:
+    """Specific expected refusals that did not happen."""
+    out = []
+    for (a, m, c), (needle, _why) in EXPECTED_REFUSALS.items():
+        if a != arch or m not in ("*", mode):
+            continue
+        caps = [c] if c != "*" else list(cells)
+        if not any(cells[k]["outcome"] == "refused" and needle in cells[k]["detail"] for k in caps if k in cells):
+            out.append(f"{a}/{m}/{c}: expected a refusal containing {needle!r}, got "
+                       f"{ {k: cells[k]['outcome'] for k in caps if k in cells} }")
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("arch", catalog.architectures())
+def test_architecture(arch, mode, request):
+    t0 = time.perf_counter()
+    cells = checks.run_matrix_row(arch, mode)
+    row = {"arch": arch, "mode": mode, "cells": cells, "seconds": round(time.perf_counter() - t0, 2)}
+    rows_dir = request.config.rootpath / ".pytest_cache" / "li-matrix" / "rows"
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    (rows_dir / f"{arch}-{mode}.json").write_text(json.dumps(row))
+
+    problems = []
+    for cap, c in cells.items():
+        if c["outcome"] == "works":
+            continue
+        if c["outcome"] == "refused" and _expected(arch, mode, cap, c["detail"]):
+            continue
+        problems.append(f"{cap}: {c['outcome']}: {c['detail']}")
+    problems += _stale(arch, mode, cells)
+    assert not problems, f"{arch} ({mode}):\n  " + "\n  ".join(problems)
