@@ -40,6 +40,8 @@ EXPERT_INTERMEDIATE = 32
 MAX_POSITIONS = 64
 HEAD_SCALE = 60.0  # logits of a random 64-wide model are < 1; transforms only show far from 0
 SEED = 0
+PROMPT = "The cat sat on the mat"  # every check's prompt
+MAX_TOKENS = 8  # BOS included
 
 # Keys set on every config class that has them (read from the default config's to_dict()
 # and attribute_map), so that every size is small and consistent.
@@ -160,17 +162,11 @@ class BuildError(RuntimeError):
 
 
 def _versions() -> dict[str, str]:
-    import tokenizers
-    import torch
-    import transformer_lens
-    import transformers
+    from importlib.metadata import version
 
-    return {
-        "transformers": transformers.__version__,
-        "transformer_lens": getattr(transformer_lens, "__version__", "?"),
-        "torch": torch.__version__,
-        "tokenizers": tokenizers.__version__,
-    }
+    return {name: version(dist) for name, dist in (("transformers", "transformers"),
+                                                   ("transformer_lens", "transformer-lens"),
+                                                   ("torch", "torch"), ("tokenizers", "tokenizers"))}
 
 
 def _source_key() -> str:
@@ -209,6 +205,11 @@ def _tokenizer():
     from fixture_models import tokenizer
 
     return tokenizer()
+
+
+def prompt_ids(tok) -> list[int]:
+    """BOS + the prompt's tokens, at most MAX_TOKENS."""
+    return [tok.bos_token_id, *tok.encode(PROMPT, add_special_tokens=False)][:MAX_TOKENS]
 
 
 def _layer_list(default) -> list:
@@ -261,13 +262,14 @@ def _build(arch: str, path: Path) -> dict:
     with torch.no_grad():
         if head is not None and getattr(head, "weight", None) is not None:
             head.weight.mul_(HEAD_SCALE)
-        ids = torch.tensor([tok.encode("The sky is blue", add_special_tokens=False)[:6]])
-        ids = torch.cat([torch.tensor([[tok.bos_token_id]]), ids], 1)
+        ids = torch.tensor([prompt_ids(tok)])
         out = model(ids)  # the architecture runs a plain forward on this install
         if not torch.isfinite(out.logits).all():
             raise BuildError(f"{arch}: the tiny model's logits are not finite")
     model.save_pretrained(path)
     tok.save_pretrained(path)
+    # Hugging Face's own log-probabilities on the prompt: the bridge must reproduce them.
+    torch.save({"tokens": ids, "logprobs": torch.log_softmax(out.logits[0].float(), -1)}, path / "hf_logprobs.pt")
     return {"arch": arch, "config": type(config).__name__, "model_type": config.model_type,
             "logit_scale": float(out.logits.abs().max())}
 

@@ -353,15 +353,24 @@ def _spec_check(make_spec, *, changes: bool = True):
     return check
 
 
+def _layer_with(model, hook: str) -> int:
+    """The first block that has `hook` (a hybrid's layer 0 may be a state-space layer); else 0."""
+    names = getattr(model, "hook_dict", {})
+    for layer in range(model.cfg.n_layers):
+        if f"blocks.{layer}.{hook}" in names:
+            return layer
+    return 0
+
+
 def _specs():
     import lens_inversion as li
 
     return {
         "ablate_zero": _spec_check(lambda m: li.Ablate("blocks.0.hook_resid_post[:, 1:, :]")),
-        "zero_attn": _spec_check(lambda m: li.ZeroComponent(0, "attn")),
-        "zero_mlp": _spec_check(lambda m: li.ZeroComponent(0, "mlp")),
-        "remove_residual_attn": _spec_check(lambda m: li.RemoveResidual(0, around="attn")),
-        "remove_residual_mlp": _spec_check(lambda m: li.RemoveResidual(0, around="mlp")),
+        "zero_attn": _spec_check(lambda m: li.ZeroComponent(_layer_with(m, "hook_attn_out"), "attn")),
+        "zero_mlp": _spec_check(lambda m: li.ZeroComponent(_layer_with(m, "hook_mlp_out"), "mlp")),
+        "remove_residual_attn": _spec_check(lambda m: li.RemoveResidual(_layer_with(m, "hook_attn_out"), around="attn")),
+        "remove_residual_mlp": _spec_check(lambda m: li.RemoveResidual(_layer_with(m, "hook_mlp_out"), around="mlp")),
         "bypass_layernorm": _spec_check(lambda m: li.BypassLayerNorm()),
         "bypass_final_norm": _spec_check(lambda m: li.BypassLayerNorm(which="final")),
         "freeze_layernorm": _spec_check(lambda m: li.FreezeLayerNorm(), changes=False),

@@ -21,7 +21,32 @@ MODES = ("raw", "compat")
 
 # (architecture or "*", mode or "*", capability or "*") -> (substring of the refusal's detail, why it is legitimate).
 # Entries naming one architecture must still match (else the test says the refusal is gone).
-EXPECTED_REFUSALS: dict[tuple[str, str, str], tuple[str, str]] = {}
+EXPECTED_REFUSALS: dict[tuple[str, str, str], tuple[str, str]] = {
+    # --- upstream: TransformerLens / transformers cannot run these (the test flips when fixed)
+    ("CodeGenForCausalLM", "*", "*"): (
+        "upstream: forward: AttributeError: 'CodeGenAttention' object has no attribute 'embed_positions'",
+        "transformers 5.24's CodeGen attention lost `embed_positions`, which TransformerLens's adapter reads"),
+    ("GraniteMoeHybridForCausalLM", "*", "*"): (
+        "upstream: forward: RuntimeError: Original component not set for model.rotary_emb",
+        "TransformerLens's adapter assumes rotary embeddings; Granite-4.0-H configs use none"),
+    ("PhiForCausalLM", "compat", "*"): (
+        "upstream: compatibility mode: RuntimeError", "weight processing fails inside TransformerLens"),
+    ("FalconH1ForCausalLM", "compat", "*"): (
+        "upstream: compatibility mode: RuntimeError", "weight processing fails inside TransformerLens"),
+    ("VaultGemmaForCausalLM", "compat", "*"): (
+        "upstream: compatibility mode: RuntimeError: VaultGemmaArchitectureAdapter does not support compatibility mode",
+        "TransformerLens refuses it by design"),
+    ("BitNetForCausalLM", "compat", "boot"): (
+        "upstream: bridge output differs from Hugging Face's",
+        "compatibility mode's weight folding changes BitNet's output (the other checks compare with the bridge)"),
+    # --- meaningless for the architecture: parallel attention+MLP or a state-space block has no resid_mid
+    **{(arch, "*", "lens_sublayers"): ("has no hook point 'blocks.0.hook_resid_mid'",
+                                       "parallel attention and MLP (or a state-space block): no point between them")
+       for arch in ("CohereForCausalLM", "Cohere2ForCausalLM", "FalconForCausalLM", "GPTJForCausalLM",
+                    "FalconMambaForCausalLM")},
+    ("OpenAIGPTLMHeadModel", "*", "bypass_final_norm"): (
+        "This model has no ln_final to bypass", "OpenAI GPT has no final norm"),
+}
 
 
 def _expected(arch: str, mode: str, cap: str, detail: str):
