@@ -13,6 +13,7 @@ from pathlib import Path
 from .errors import OptionError, PromptError
 
 SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
+INT_MAX = 2**63 - 1  # any integer option: torch and C loops take signed 64-bit counts
 
 
 def _is_one_of(value: object, choices: tuple) -> bool:
@@ -60,9 +61,12 @@ def check_int(name: str, value: object, *, low: int | None = None, high: int | N
     """Raise OptionError unless `value` is an int (not a bool or float) in low..high (inclusive)."""
     if value is None and allow_none:
         return
-    if _is_int(value) and (low is None or value >= low) and (high is None or value <= high):
+    high = INT_MAX if high is None else high
+    if _is_int(value) and (low is None or value >= low) and value <= high:
         return
-    valid = _int_range(low, high)
+    valid = _int_range(low, None if high == INT_MAX else high)
+    if _is_int(value) and value > INT_MAX:
+        valid += " that fits in 64 bits (at most 2**63 - 1)"
     raise OptionError(f"{name} must be {valid}{' or None' if allow_none else ''}; got {value!r}.")
 
 
@@ -101,11 +105,13 @@ def check_number(name: str, value: object, *, low: float | None = None, high: fl
     """
     if value is None and allow_none:
         return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    real = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = real and abs(value) <= INT_MAX
     if ok and _in_bounds(float(value), low, high, low_open, high_open):
         return
     alt = "" if not allow_none else (f" or None ({none_means})" if none_means else " or None")
-    raise OptionError(f"{name} must be a finite number{_bounds(low, high, low_open, high_open)}{alt}; got {value!r}.")
+    size = " of magnitude at most 2**63 - 1" if real and not ok else ""
+    raise OptionError(f"{name} must be a finite number{size}{_bounds(low, high, low_open, high_open)}{alt}; got {value!r}.")
 
 
 def check_text(name: str, value: object, *, allow_none: bool = False) -> None:

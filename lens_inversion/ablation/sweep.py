@@ -144,6 +144,17 @@ def _as_list(name: str, value):
     raise OptionError(f"{name} must be None, an int or a list of ints; got {type(value).__name__} {value!r}.")
 
 
+_USED_BY = {"widths": ("truncate",), "reference": ("mean", "resample")}
+
+
+def _check_unused(ablation: str, **options) -> None:
+    """An option the chosen ablation ignores is an error, not silently dropped."""
+    for name, value in options.items():
+        if value is not None and ablation not in _USED_BY[name]:
+            users = " or ".join(repr(a) for a in _USED_BY[name])
+            raise OptionError(f"{name}= applies only to ablation={users}; got {name}={value!r} with ablation={ablation!r}.")
+
+
 def _check_widths(adapter, widths) -> list[int]:
     """The kept widths of a truncate sweep (default: 8 steps up to d_model), checked before any run."""
     if widths is None:
@@ -218,6 +229,7 @@ def ablation_sweep(
     check_bool("progress", progress)
     check_int("batch_size", batch_size, low=1, allow_none=True)
     layers, positions = _as_list("layers", layers), _as_list("positions", positions)
+    _check_unused(ablation, widths=widths, reference=reference)
     widths = _check_widths(adapter, widths) if ablation == "truncate" else widths
     batch = read_prompt(adapter, prompt)
     if batch.batch != 1:

@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..errors import OptionError, check_choice
+from ..errors import OptionError, PromptError, check_choice
 from ..hooks import ModelAdapter
 
 Order = Literal["gradient", "random", "vocab"]
@@ -34,29 +34,44 @@ def _integer_id(token) -> int:
         ) from None
 
 
-def allowed_ids(adapter: ModelAdapter, allowed_tokens) -> Int[Tensor, " k"]:
-    """The allowed vocabulary as sorted unique ids (all tokens when None).
-
-    Accepts ids, single-token strings, or a tensor of ids.
-    """
-    if allowed_tokens is None:
-        return torch.arange(adapter.d_vocab, device=adapter.device)
-    if isinstance(allowed_tokens, str):
+def _listed_ids(adapter: ModelAdapter, allowed_tokens) -> list[int]:
+    """The ids in a list / tuple / range / set / tensor of ids or single-token strings."""
+    if isinstance(allowed_tokens, str) or not isinstance(allowed_tokens, (list, tuple, range, set, frozenset, Tensor)):
+        hint = f" (write [{allowed_tokens!r}] for one token)" if isinstance(allowed_tokens, str) else ""
         raise OptionError(
-            f"allowed_tokens must be a list of token ids or single-token strings, or a tensor; got the string {allowed_tokens!r} "
-            f"(write [{allowed_tokens!r}] for one token)."
+            "allowed_tokens must be a list of token ids or single-token strings, a tensor of ids or a boolean "
+            f"mask over the vocabulary, or None (every token); got {type(allowed_tokens).__name__} {allowed_tokens!r}{hint}."
         )
     if isinstance(allowed_tokens, Tensor):
-        if allowed_tokens.is_floating_point():
-            raise OptionError(f"allowed_tokens must hold integer ids; got dtype {allowed_tokens.dtype}.")
-        raw = allowed_tokens.flatten().tolist()
+        if allowed_tokens.is_floating_point() or allowed_tokens.is_complex():
+            raise OptionError(f"allowed_tokens must hold integer ids or be a boolean mask; got dtype {allowed_tokens.dtype}.")
+        return allowed_tokens.flatten().tolist()
+    try:
+        return [adapter.token_id(t) if isinstance(t, str) else _integer_id(t) for t in allowed_tokens]
+    except PromptError as error:
+        raise OptionError(f"In allowed_tokens: {error}") from None
+
+
+def allowed_ids(adapter: ModelAdapter, allowed_tokens, *, d_vocab: int | None = None) -> Int[Tensor, " k"]:
+    """The allowed vocabulary as sorted unique ids (all `d_vocab` tokens when None).
+
+    The one parser of `allowed_tokens` in the package: ids, single-token strings, a tensor
+    of ids, or a boolean mask of shape [d_vocab].
+    """
+    d_vocab = d_vocab or adapter.d_vocab
+    if allowed_tokens is None:
+        return torch.arange(d_vocab, device=adapter.device)
+    if isinstance(allowed_tokens, Tensor) and allowed_tokens.dtype == torch.bool:
+        if allowed_tokens.shape != (d_vocab,):
+            raise OptionError(f"A boolean allowed_tokens mask must have shape ({d_vocab},); got {tuple(allowed_tokens.shape)}.")
+        raw = allowed_tokens.nonzero().flatten().tolist()
     else:
-        raw = [adapter.token_id(t) if isinstance(t, str) else _integer_id(t) for t in allowed_tokens]
+        raw = _listed_ids(adapter, allowed_tokens)
     if not raw:
         raise OptionError("allowed_tokens is empty; give at least one token id or string.")
-    bad = [t for t in raw if not 0 <= t < adapter.d_vocab]
+    bad = [t for t in raw if not 0 <= t < d_vocab]
     if bad:
-        raise OptionError(f"allowed_tokens holds ids outside [0, {adapter.d_vocab}): {bad[:5]}.")
+        raise OptionError(f"allowed_tokens holds ids outside [0, {d_vocab}): {bad[:5]}.")
     return torch.tensor(sorted(set(raw)), dtype=torch.long, device=adapter.device)
 
 

@@ -12,9 +12,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..errors import OptionError, PromptError
+from ..errors import OptionError
 from ..hooks import ModelAdapter, adapter_for, preserves_model
 from ..validation import check_bool, check_choice, check_int
+from .candidates import allowed_ids
 
 Decoding = Literal["pinv", "cosine", "l2"]
 DECODINGS = ("pinv", "cosine", "l2")
@@ -57,36 +58,13 @@ class EmbeddingTable:
 
 
 def allowed_mask(adapter: ModelAdapter, allowed_tokens, d_vocab: int | None = None) -> Tensor | None:
-    """Boolean [d_vocab] mask from ids, single-token strings or a tensor (None: all allowed)."""
+    """Boolean [d_vocab] mask of the allowed tokens (None: all allowed); parsed by `allowed_ids`."""
     if allowed_tokens is None:
         return None
     d_vocab = d_vocab or adapter.d_vocab
-    if isinstance(allowed_tokens, str):
-        raise OptionError(
-            f"allowed_tokens must be a list of token ids or single-token strings, or a tensor; got the string {allowed_tokens!r} "
-            f"(write [{allowed_tokens!r}] for one token)."
-        )
-    if isinstance(allowed_tokens, Tensor):
-        if allowed_tokens.is_floating_point() or allowed_tokens.is_complex():
-            raise OptionError(f"allowed_tokens must hold integer ids or be a boolean mask; got dtype {allowed_tokens.dtype}.")
-        if allowed_tokens.dtype == torch.bool:
-            if allowed_tokens.shape != (d_vocab,):
-                raise OptionError(
-                    f"A boolean allowed_tokens mask must have shape ({d_vocab},); got {tuple(allowed_tokens.shape)}."
-                )
-            mask = allowed_tokens.clone()
-        else:
-            allowed_tokens = allowed_tokens.flatten().tolist()
-    if not isinstance(allowed_tokens, Tensor):
-        try:
-            ids = [adapter.token_id(int(t) if isinstance(t, int) else t) for t in allowed_tokens]
-        except PromptError as error:
-            raise OptionError(f"In allowed_tokens: {error}") from None
-        mask = torch.zeros(d_vocab, dtype=torch.bool)
-        mask[ids] = True
-    if not mask.any():
-        raise OptionError("allowed_tokens is empty; allow at least one token.")
-    return mask.to(adapter.device)
+    mask = torch.zeros(d_vocab, dtype=torch.bool, device=adapter.device)
+    mask[allowed_ids(adapter, allowed_tokens, d_vocab=d_vocab)] = True
+    return mask
 
 
 def mask_scores(scores: Tensor, mask: Tensor | None) -> Tensor:

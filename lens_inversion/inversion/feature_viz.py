@@ -17,7 +17,7 @@ from ..errors import OptionError, TargetError
 from ..hooks import Target, adapter_for, preserves_model
 from ..validation import check_bool, check_choice, check_int, check_number
 from .decode import allowed_mask
-from .gradient import invert_gradient
+from .gradient import MAX_RESTARTS, invert_gradient
 from .observed import as_targets
 
 Objective = Literal["constant", "mean"]
@@ -62,13 +62,14 @@ class FeatureVizResult:
         return fig.update_layout(title=title, yaxis_title="mean activation")
 
 
-def _check_options(*, objective, method, c, prepend_bos, scan, scan_batch) -> None:
+def _check_options(*, objective, method, c, prepend_bos, scan, scan_batch, n_restarts) -> None:
     check_choice("objective", objective, ("constant", "mean"))
     check_choice("method", method, ("embedding", "direct"))
     check_number("c", c)
     check_bool("prepend_bos", prepend_bos)
     check_bool("scan", scan, allow_none=True)
     check_int("scan_batch", scan_batch, low=1)
+    check_int("n_restarts", n_restarts, low=1, high=MAX_RESTARTS)
 
 
 @preserves_model
@@ -107,7 +108,7 @@ def visualize_feature(
         optimizer: `"sgd"` or `"adam"`.
         allowed_tokens: restrict the decoded tokens (and the scan).
         top_k: texts kept from the descent and tokens kept from the scan (scan: 5·top_k).
-        n_restarts: independent starts in the batch axis.
+        n_restarts: independent starts in the batch axis (at most 4096).
         prepend_bos: put the BOS token first (held fixed) when the model has one.
         scan: score every single-token input exhaustively (default: when n_tokens == 1).
         scan_batch: inputs per forward pass in the scan.
@@ -117,7 +118,8 @@ def visualize_feature(
     Returns:
         A `FeatureVizResult`.
     """
-    _check_options(objective=objective, method=method, c=c, prepend_bos=prepend_bos, scan=scan, scan_batch=scan_batch)
+    _check_options(objective=objective, method=method, c=c, prepend_bos=prepend_bos, scan=scan, scan_batch=scan_batch,
+                   n_restarts=n_restarts)
     adapter = adapter_for(model)
     use_bos = prepend_bos and adapter.bos_token_id is not None
     check_int("n_tokens", n_tokens, low=1, high=adapter.n_ctx - int(use_bos))

@@ -68,15 +68,20 @@ def _upto(target: Target, out: Tensor, val: Tensor, n_pos: int, upto: int) -> tu
     return out[:, keep], val[:, keep]
 
 
+MAX_RESTARTS = 4096  # restarts run side by side in the batch axis: a memory bound, not a tuning knob
+
+
 def _check(options: dict) -> None:
     """Check every number and flag of `invert_gradient` before anything runs (see validation)."""
-    for name in ("steps", "top_k", "n_restarts"):
+    for name in ("steps", "top_k"):
         check_int(name, options[name], low=1)
+    check_int("n_restarts", options["n_restarts"], low=1, high=MAX_RESTARTS)
     check_int("n_pos", options["n_pos"], low=1, allow_none=True)
     check_number("lr", options["lr"], low=0, low_open=True, allow_none=True, none_means="for the optimizer's default")
     check_number("lr_end_factor", options["lr_end_factor"], low=0, high=1, low_open=True)
-    for name in ("noise_std", "shift_std", "momentum", "alpha", "beta"):
+    for name in ("noise_std", "shift_std", "alpha", "beta"):
         check_number(name, options[name], low=0)
+    check_number("momentum", options["momentum"], low=0, high=1, high_open=True)
     for name in ("noise_mean", "noise_weight", "target_weight"):
         check_number(name, options[name])
     for name in ("stop_when_closer", "sequential", "fix_bos", "progress"):
@@ -134,7 +139,7 @@ def invert_gradient(
         lr: initial learning rate η (default: 20 for SGD, 0.05 for Adam).
         lr_end_factor: the rate decays linearly from η to η·lr_end_factor.
         optimizer: `"sgd"` (the research) or `"adam"`.
-        momentum: SGD momentum.
+        momentum: SGD momentum, in [0, 1).
         start: `"noise"` or `"mixed"` (noise_weight·noise + target_weight·true input;
             needs a prompt).
         noise_weight: s in the mixed start.
@@ -146,7 +151,7 @@ def invert_gradient(
             Default: "pinv" for the embedding method, "argmax" for the direct one.
         allowed_tokens: restrict decoding (−inf mask) and, for "direct", x's columns.
         top_k: decodings kept per position.
-        n_restarts: independent starts run together in the batch axis; the one whose
+        n_restarts: independent starts (at most 4096) run together in the batch axis; the one whose
             decoded tokens come closest is kept (ties: the closer continuous input).
         shift_std: σ of the shifted-input yardstick e′ = e + N(0, σ) (needs a prompt).
         stop_when_closer: stop once every prompt's best restart beats its shifted input.
@@ -164,7 +169,8 @@ def invert_gradient(
     check_choice("method", method, ("embedding", "direct"))
     check_choice("optimizer", optimizer, ("sgd", "adam"))
     check_choice("start", start, ("noise", "mixed"))
-    decoding = decoding or ("pinv" if method == "embedding" else "argmax")
+    if decoding is None:
+        decoding = "pinv" if method == "embedding" else "argmax"
     check_choice("decoding", decoding, DECODINGS + (("argmax",) if method == "direct" else ()))
     _check(locals())
     adapter = adapter_for(model)

@@ -259,7 +259,43 @@ CASES = [
         "gradient-allowed-out-of-vocab",
         lambda m: _invert(m, allowed_tokens=[-3]),
         OPT,
-        ["not a single token id", "-3", rf"\[0, {D_VOCAB}\)"],
+        ["outside", "-3", rf"\[0, {D_VOCAB}\)"],
+    ),
+    (
+        "exact-allowed-not-a-collection",
+        lambda m: _exact(m, allowed_tokens=5),
+        OPT,
+        ["must be a list of token ids", "got int 5", "boolean mask"],
+    ),
+    (
+        "gradient-restarts-beyond-memory-bound",
+        lambda m: _invert(m, n_restarts=4097),
+        OPT,
+        ["n_restarts must be", "got 4097", r"in 1\.\.4096"],
+    ),
+    (
+        "gradient-decoding-empty-string",
+        lambda m: _invert(m, decoding=""),
+        OPT,
+        ["decoding", "''", "pinv"],
+    ),
+    (
+        "gradient-steps-beyond-64-bits",
+        lambda m: _invert(m, steps=2**64),
+        OPT,
+        ["steps must be", str(2**64), r"at most 2\*\*63 - 1"],
+    ),
+    (
+        "sweep-widths-without-truncate",
+        lambda m: _sweep(m, widths=[8]),
+        OPT,
+        ["applies only to ablation='truncate'", r"widths=\[8\]", "ablation='zero'"],
+    ),
+    (
+        "sweep-reference-with-zero",
+        lambda m: _sweep(m, reference="A cat"),
+        OPT,
+        ["applies only to ablation='mean' or 'resample'", "reference='A cat'", "ablation='zero'"],
     ),
     (
         "decode-allowed-a-string",
@@ -282,7 +318,7 @@ CASES = [
     (
         "exact-allowed-multi-token-string",
         lambda m: _exact(m, allowed_tokens=["The sky is blue"]),
-        P,
+        OPT,
         ["not a single token", "'The sky is blue'", rf"\[0, {D_VOCAB}\)"],
     ),
     # ----- activations and tensors --------------------------------------------------------
@@ -486,7 +522,7 @@ _SEEDS = {"grad": True, "exact": True, "viz": True, "owalk": True, "cwalk": True
 # (entry, option, a finite value out of range or None, what the message names as valid)
 _FLOATS = {
     "grad": [
-        ("lr", -1.0, r"> 0 or None"), ("lr_end_factor", 1.5, r"in \(0, 1\]"), ("momentum", -0.5, ">= 0"),
+        ("lr", -1.0, r"> 0 or None"), ("lr_end_factor", 1.5, r"in \(0, 1\]"), ("momentum", 1.0, r"in \[0, 1\)"),
         ("noise_std", -1.0, ">= 0"), ("shift_std", -1.0, ">= 0"), ("noise_mean", None, "finite number"),
         ("noise_weight", None, "finite number"), ("target_weight", None, "finite number"),
     ],
