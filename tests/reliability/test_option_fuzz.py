@@ -58,7 +58,8 @@ FUNCTIONS = [
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)
-def test_generic_wrong_values_end_in_a_result_or_our_error(name, tmp_path):
+def test_generic_wrong_values_end_in_a_result_or_our_error(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # path="x" is a valid destination: keep it out of the checkout
     model = build("gpt2-hf")
     signature_of, call = _calls(model, tmp_path)[name]
     options = [n for n, p in inspect.signature(signature_of).parameters.items() if p.kind is p.KEYWORD_ONLY]
