@@ -98,17 +98,18 @@ def render(data: dict) -> str:
         f"(torch {v.get('torch', '?')}, CPU).",
         "",
         "✓ works (checked against the reference) · R refused, with the reason in the note · "
-        "✗ fails or gives a wrong result (a bug) · ? the reference could not be computed",
+        "✗ fails or gives a wrong result (a bug) · ? the reference could not be computed · "
+        "**bold** architecture: its row fails the matrix test (a bug, or a refusal not yet reviewed as legitimate in "
+        "`tests/architectures/test_matrix.py::EXPECTED_REFUSALS`)",
         "",
     ]
     total = {m: sum(1 for a in archs if (a, m) in rows) for m in modes}
     clean = {m: sum(1 for a in archs if (a, m) in rows and all(c["outcome"] == "works"
                                                               for c in rows[(a, m)]["cells"].values()))
              for m in modes}
-    ok = {m: sum(1 for a in archs if (a, m) in rows and all(c["outcome"] in ("works", "refused")
-                                                           for c in rows[(a, m)]["cells"].values()))
-          for m in modes}
-    lines += ["## Summary", "", "| mode | architectures | every check works | works or refuses with a reason |",
+    ok = {m: sum(1 for a in archs if (a, m) in rows and rows[(a, m)].get("passed")) for m in modes}
+    lines += ["## Summary", "",
+              "| mode | architectures | every check works | passes (works, or refuses for a reviewed reason) |",
               "|---|---|---|---|"]
     for m in modes:
         lines.append(f"| {m} | {total[m]} | {clean[m]} | {ok[m]} |")
@@ -127,7 +128,8 @@ def render(data: dict) -> str:
             r = rows.get((a, m))
             if r is None:
                 continue
-            lines.append(f"| {a} | " + " | ".join(mark(r["cells"][c]) if c in r["cells"] else "" for c in caps) + " |")
+            name = a if r.get("passed") else f"**{a}**"
+            lines.append(f"| {name} | " + " | ".join(mark(r["cells"][c]) if c in r["cells"] else "" for c in caps) + " |")
     lines += ["", "## Notes", ""]
     for key, n in notes.items():
         escaped = key.replace("|", "\\|")
