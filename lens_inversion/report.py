@@ -56,7 +56,7 @@ class ReportResult:
             for row in self.inversions
             if row.method == "exact" and row.result.verdict is not None and not row.result.verdict.verified
         ]
-        return out + [f"self-check {c.name} {c.status}{c.detail}" for c in self.checks if not c.passed]
+        return out + [f"self-check {c.name} {c.status}{c.detail}" for c in self.checks if not c.healthy]
 
     def __repr__(self) -> str:
         acc = ", ".join(
@@ -288,7 +288,8 @@ def _write(result: ReportResult, adapter, title: str | None) -> Path:
         "Self-checks",
         note="Each fast path used above (key/value prefix reuse, cut prefixes, layered sweep runs, readout-only "
         "unembedding, batched rows) was compared once on this model with its reference path; 'fell back' means "
-        "the reference path was used instead, 'failed' that no reference path exists. `lens-inversion doctor` "
+        "the reference path was used instead, 'unsupported' that this architecture cannot run that shortcut "
+        "(the reference path is used), 'failed' that no reference path exists. `lens-inversion doctor` "
         "reruns them.",
     )
     page.table(
@@ -304,7 +305,7 @@ def _write(result: ReportResult, adapter, title: str | None) -> Path:
     return page.write(result.path)
 
 
-_CHECK_MARKS = {"pass": "ok", "fell back": "warn", "failed": "failed"}
+_CHECK_MARKS = {"pass": "ok", "unsupported": "ok", "fell back": "warn", "failed": "failed"}
 
 
 def _summary(page: ReportBuilder, result: ReportResult) -> None:

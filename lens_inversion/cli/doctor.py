@@ -35,10 +35,10 @@ def run_doctor(args: argparse.Namespace) -> int:
             print(f"  could not load: {problem}")
             healthy = False
         for verdict in verdicts:
-            mark = "ok  " if verdict.passed else "FAIL"
-            print(f"  {mark} {verdict.name:20s} {verdict.status:9s} max |Δ| {verdict.max_error:.1e} "
+            mark = "ok  " if verdict.passed else ("n/a " if verdict.healthy else "FAIL")
+            print(f"  {mark} {verdict.name:20s} {verdict.status:11s} max |Δ| {verdict.max_error:.1e} "
                   f"(tolerance {verdict.tolerance:.1e}){verdict.detail}  {verdict.description}")
-            healthy = healthy and verdict.passed
+            healthy = healthy and verdict.healthy
     print("\nall self-checks passed" if healthy else "\nsome self-checks failed: fast paths fall back to the reference path")
     return 0 if healthy else 1
 

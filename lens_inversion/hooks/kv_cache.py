@@ -37,6 +37,9 @@ class Recompute:
     has_cache = False
     can_layer = False
 
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason  # why this model has no cache backend ("" when recompute was asked for)
+
 
 class CachedBackend(abc.ABC):
     """Builds, cuts and re-batches a prefix cache, and runs new positions after it."""
@@ -114,8 +117,15 @@ class HFCache(CachedBackend):
         with self._old_name_shim(model):
             return model(tokens, **kwargs)
 
+    def _empty(self, model):
+        """A cache laid out for this model's layers (sliding-window, indexed...), from its config."""
+        try:
+            return self._cache_class(config=model.original_model.config)
+        except Exception:  # a config the layout helper does not know: plain key/value layers
+            return self._cache_class()
+
     def build(self, model, tokens):
-        cache = self._cache_class()
+        cache = self._empty(model)
         self._call(model, tokens, cache, width=tokens.shape[1], stop=None)
         return cache
 
@@ -193,16 +203,45 @@ class HookedCache(CachedBackend):
         return model(tokens, past_kv_cache=cache, attention_mask=new_mask, stop_at_layer=stop)
 
 
+def _hf_refusal(original) -> str:
+    """Why this transformers model cannot reuse a key/value prefix ("" when it can).
+
+    A prefix is reused by cutting it to shorter lengths and repeating it over rows, which
+    needs per-position keys and values in every layer: a recurrent state (Mamba, RWKV, the
+    linear-attention layers of hybrids) holds the whole past in one tensor.
+    """
+    parameters = inspect.signature(original.forward).parameters
+    if "cache" not in parameters and "past_key_values" not in parameters:
+        return f"{type(original).__name__}.forward takes no key/value cache"
+    supports = getattr(type(original), "_supports_default_dynamic_cache", None)
+    if getattr(original, "_is_stateful", False) or (supports is not None and not supports()):
+        return f"{type(original).__name__} keeps a recurrent state, not per-position keys and values"
+    from transformers import DynamicCache
+
+    try:
+        layers = DynamicCache(config=original.config).layers
+    except Exception:
+        return ""
+    if any(not hasattr(layer, "keys") or type(layer).__name__.startswith("LinearAttention") for layer in layers):
+        return f"{type(original).__name__} has layers whose cache is a recurrent state"
+    return ""
+
+
 def backend_for(adapter) -> CacheBackend:
-    """The cache backend this model supports (unverified), or `Recompute`."""
+    """The cache backend this model supports (unverified), or `Recompute` with the reason."""
     if not adapter.is_bridge:
-        return HookedCache() if _hooked_cache_class() is not None else Recompute()
+        if _hooked_cache_class() is None:
+            return Recompute("this TransformerLens has no key/value cache class")
+        return HookedCache()
     original = getattr(adapter.model, "original_model", None)
     try:
         from transformers import PreTrainedModel
     except ImportError:  # pragma: no cover - transformers ships with every HF bridge
-        return Recompute()
-    return HFCache(adapter.model) if isinstance(original, PreTrainedModel) else Recompute()
+        return Recompute("transformers is not installed")
+    if not isinstance(original, PreTrainedModel):
+        return Recompute("the bridge wraps no transformers model")
+    refusal = _hf_refusal(original)
+    return Recompute(refusal) if refusal else HFCache(adapter.model)
 
 
 __all__ = ["CacheBackend", "CachedBackend", "HFCache", "HookedCache", "Recompute", "backend_for"]

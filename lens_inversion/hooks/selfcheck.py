@@ -25,7 +25,9 @@ from torch import Tensor
 
 from ..errors import LensInversionError
 
-Status = Literal["pass", "fell back", "failed"]
+# "unsupported": the fast path cannot run on this architecture (its probe raised), so the
+# reference path is used without a warning; a fast path that runs and disagrees "fell back".
+Status = Literal["pass", "fell back", "failed", "unsupported"]
 STRICT_ENV = "LENS_INVERSION_STRICT"
 
 
@@ -66,6 +68,11 @@ class Verdict:
     @property
     def passed(self) -> bool:
         return self.status == "pass"
+
+    @property
+    def healthy(self) -> bool:
+        """Passed, or not applicable to this architecture (results stay exact either way)."""
+        return self.status in ("pass", "unsupported")
 
     def __str__(self) -> str:
         return f"{self.name}: {self.status} (max |Δ| {self.max_error:.2e}, tolerance {self.tolerance:.1e}){self.detail}"
@@ -181,11 +188,12 @@ def _decide(model, name: str, description: str, probe: Probe, dtype: torch.dtype
             result = probe()
         ok = result.max_error <= tol * max(1.0, result.scale)
         detail = result.detail
-    except Exception as error:  # a fast path that crashes has failed its check too
-        if isinstance(error, KeyboardInterrupt):
-            raise
-        result, ok, detail = Comparison(float("inf"), 1.0), False, f"; raised {type(error).__name__}: {error}"
-    status: Status = "pass" if ok else ("fell back" if fallback else "failed")
+    except Exception as error:  # a fast path this architecture cannot run: the reference path is used
+        result, detail = Comparison(float("inf"), 1.0), f"; raised {type(error).__name__}: {error}"
+        status: Status = "unsupported" if fallback else "failed"
+        return Verdict(name=name, description=description, status=status, max_error=result.max_error,
+                       tolerance=tol, detail=detail)
+    status = "pass" if ok else ("fell back" if fallback else "failed")
     return Verdict(name=name, description=description, status=status, max_error=result.max_error,
                    tolerance=tol * max(1.0, result.scale), detail=detail)
 
@@ -216,7 +224,7 @@ def verdict(adapter, name: str, description: str, probe: Probe, *, fallback: boo
     else:
         found, fresh = table[key], False
     _record(found)
-    if not found.passed and (fresh or is_strict()):
+    if not found.healthy and (fresh or is_strict()):
         _announce(found, fallback)
     return found
 

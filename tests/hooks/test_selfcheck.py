@@ -165,3 +165,40 @@ def test_writing_the_weights_invalidates_every_verdict(hf_model, monkeypatch):
         next(hf_model.parameters()).mul_(1.5)  # an in-place write, as fine-tuning or a weight edit does
     PrefixState.build(hf_model, _tokens(hf_model, 5))
     assert decided == ["kv_prefix[hf]"]
+
+
+def test_a_fast_path_the_architecture_cannot_run_is_unsupported_quietly(hf_model, monkeypatch):
+    """Widening the batch mid-forward raises on some architectures (ALiBi, fixed reshapes):
+    that shortcut is 'unsupported', the reference path runs, nothing warns, and the sweep
+    still equals a naive loop of single forwards."""
+    import warnings
+
+    import lens_inversion as li
+
+    def expanded(self, cache, batch, *, from_layer=0):
+        if from_layer:
+            raise RuntimeError("The expanded size of the tensor (8) must match the existing size (4)")
+        return original(self, cache, batch, from_layer=from_layer)
+
+    original = HFCache.expanded
+    monkeypatch.setattr(HFCache, "expanded", expanded)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SelfCheckWarning)
+        sweep = li.ablation_sweep(hf_model, TEXT, layers=[1], positions=[2, 4], progress=False)
+    verdict = next(v for v in sweep.checks if v.name == "layered_run[hf]")
+    assert verdict.status == "unsupported" and verdict.healthy and "expanded size" in verdict.detail
+    adapter = adapter_for(hf_model)
+    tokens = adapter.prompt(TEXT).tokens
+    with torch.no_grad():
+        clean = torch.log_softmax(hf_model(tokens)[0, -1], -1)
+        for column, position in enumerate([2, 4]):
+            def zero(x, hook, position=position):
+                x = x.clone()
+                x[:, position] = 0
+                return x
+
+            with hf_model.hooks(fwd_hooks=[("blocks.1.hook_resid_post", zero)]):
+                ablated = torch.log_softmax(hf_model(tokens)[0, -1], -1)
+            kl = torch.sum(clean.exp() * (clean - ablated))
+            assert_close(sweep.values[0, column], kl, atol=1e-5)
+    assert run_all(adapter) and all(v.healthy for v in run_all(adapter))
