@@ -61,28 +61,39 @@ def pytest_sessionfinish(session, exitstatus):
     import catalog
     import checks
 
+    path = matrix_json(config)
+    versions = catalog._versions()
+    merged = {}
+    if path.exists():  # a partial run (-k ...) updates its rows and keeps the others of the same versions
+        try:
+            old = json.loads(path.read_text())
+            if old.get("versions") == versions:
+                merged = {(r["arch"], r["mode"]): r for r in old["rows"]}
+        except (ValueError, KeyError):
+            merged = {}
+    merged.update({(r["arch"], r["mode"]): r for r in rows})
     out = {
-        "versions": catalog._versions(),
+        "versions": versions,
         "capabilities": list(checks.CAPABILITIES),
         "architectures": catalog.architectures(),
         "modes": ["raw", "compat"],
-        "rows": sorted(rows, key=lambda r: (r["arch"], r["mode"])),
+        "rows": sorted(merged.values(), key=lambda r: (r["arch"], r["mode"])),
     }
-    path = matrix_json(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
-    config._li_matrix = (path, rows)
+    config._li_matrix = (path, rows, len(out["rows"]))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     done = getattr(config, "_li_matrix", None)
     if not done:
         return
-    path, rows = done
+    path, rows, total = done
     counts: dict[str, int] = {}
     for row in rows:
         for c in row["cells"].values():
             counts[c["outcome"]] = counts.get(c["outcome"], 0) + 1
     clean = sum(all(c["outcome"] == "works" for c in r["cells"].values()) for r in rows)
     terminalreporter.write_line(
-        f"architecture matrix: {len(rows)} rows, {clean} pass every check; cells {counts}; written to {path}")
+        f"architecture matrix: {len(rows)} rows run, {clean} pass every check; cells {counts}; "
+        f"{total} rows in {path}")
