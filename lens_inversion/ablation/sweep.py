@@ -21,6 +21,7 @@ from ..errors import LensInversionError, OptionError, PromptError
 from ..hooks import ablation_hooks as ah
 from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.execution import PrefixState, readout_only, run_after_layered, supports_layered
+from ..hooks.fast_paths import widening_verified
 from ..hooks.preserve import preserves_model
 from ..hooks.sites import Site
 from ..hooks.targets import index_positions
@@ -309,8 +310,11 @@ def ablation_sweep(
                         if logits.shape[1] != 1:  # full positions: put the unchanged prefix back in front
                             logits = torch.cat([clean[:, :start].expand(len(chunk), -1, -1), logits], dim=1)
                     else:
-                        # The embedding comes before the attention mask is built: give it every row.
-                        run_tokens = tokens.expand(len(chunk), -1) if site is Site.EMBED else tokens
+                        # Every row from the start where the batch cannot widen mid-forward: the
+                        # embedding comes before the attention mask is built; ALiBi biases and
+                        # some masks are sized by the input's batch (checked once per model).
+                        widen = site is Site.EMBED or not widening_verified(adapter)
+                        run_tokens = tokens.expand(len(chunk), -1) if widen else tokens
                         logits = adapter.run(run_tokens, hooks=pairs, need_logits=True).logits
                     values[row, index] = scorer(logits).cpu()
     return AblationResult(

@@ -42,8 +42,10 @@ def resolve_baseline(adapter: ModelAdapter, baseline: "str | int") -> Baseline:
         valid = ", ".join(repr(b) for b in BASELINES)
         raise OptionError(f"baseline={baseline!r} is not valid; choose one of: {valid}, or a token id.")
     if baseline in ("zero", "mean"):
-        table = widen(adapter.W_E.detach())
-        vector = torch.zeros(table.shape[1]) if baseline == "zero" else table.mean(0) * adapter.embed_scale
+        if baseline == "zero":
+            vector = torch.zeros(adapter.d_model)
+        else:  # the mean of every token's embedding-hook value
+            vector = widen(adapter.token_embedding_rows(torch.arange(adapter.d_vocab, device=adapter.device))).mean(0)
         return Baseline(name=f"{baseline} embedding", vector=vector.to(adapter.device))
     tok = adapter.tokenizer
     attr = {"pad": "pad_token_id", "eos": "eos_token_id", "bos": "bos_token_id"}[baseline]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from .._typing import Embeds, Logits, Resid, Tokens
@@ -20,6 +20,13 @@ from .interventions import HookFn, attached
 from .sites import Site, site_hook_name
 
 PromptLike = "str | Sequence[str] | Tensor"
+
+
+# Bridge components on the readout path that `ln_final -> unembed` would skip and that we
+# cannot compose in the model's order (BERT's dense/act/LayerNorm head, OPT-350m's
+# project_out, DeepSeek-V4's hc_head...), after TransformerLens 4.3's logit_readout list.
+# ModernBERT's whole `prediction_head` module is composed instead (see `lens_logits`).
+_SPLIT_READOUT_COMPONENTS = ("mlm_head", "project_out", "hc_head", "sigma_map", "classifier_ln")
 
 
 def unwrap_model(model) -> nn.Module:
@@ -118,10 +125,14 @@ class ModelAdapter:
         """Learned position embeddings, or None for rotary/other schemes."""
         if self.is_rotary:
             return None
-        if hasattr(self.model, "W_pos"):
+        try:
             return self.model.W_pos
+        except AttributeError:
+            pass
         # TransformerLens 3.9's bridge exposes no W_pos; read the wrapped embedding table.
-        return self.model.pos_embed.weight
+        # Sinusoidal positions (XGLM) have no weights at all.
+        weight = getattr(getattr(self.model, "_modules", {}).get("pos_embed"), "weight", None)
+        return weight if isinstance(weight, Tensor) else None
 
     @property
     def W_U(self) -> Tensor:
@@ -180,13 +191,90 @@ class ModelAdapter:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
 
+    @cached_property
+    def _prediction_head(self) -> nn.Module | None:
+        """The head run between the final norm and the unembedding (ModernBERT's), or None.
+
+        It is ModernBERT's dense + activation + norm; heads split across bridge components in
+        an order the bridge does not record are refused (`readout_refusal`).
+        """
+        head = getattr(self.model, "_modules", {}).get("prediction_head")
+        return head if isinstance(head, nn.Module) and self.is_bridge else None
+
+    @cached_property
+    def readout_refusal(self) -> str:
+        """Why the lens cannot decode this model's residual stream as the model does ("" if it can)."""
+        modules = getattr(self.model, "_modules", {}) if self.is_bridge else {}
+        mounted = [name for name in _SPLIT_READOUT_COMPONENTS if name in modules]
+        if mounted:
+            return (f"this model's readout runs {mounted} between the last block and the unembedding, "
+                    "in pieces whose order and activation the bridge does not expose")
+        return ""
+
+    def check_lens_readout(self) -> None:
+        """Raise UnsupportedModelError when the lens cannot decode as the model does."""
+        if self.readout_refusal:
+            raise UnsupportedModelError(f"The logit lens cannot read this model: {self.readout_refusal}. "
+                                        "Attribution, inversion and ablation still work.")
+
     def lens_logits(self, resid: Resid) -> Logits:
         """Decode any residual stream as the model decodes its last one."""
-        return self.unembed(self.final_norm(resid))
+        self.check_lens_readout()
+        normed = self.final_norm(resid)
+        if self._prediction_head is not None:
+            normed = self._prediction_head(normed)
+        return self.unembed(normed)
+
+    def _embedding_hook_values(self, tokens: Tokens) -> Embeds:
+        """Run the model up to its embedding hook and return what the hook sees."""
+        got: list[Tensor] = []
+        with torch.no_grad(), attached(self.model, [(site_hook_name(Site.EMBED, None), lambda x, hook: got.append(x))]):
+            self._forward(tokens, stop_at_layer=0)
+        return got[0].detach()
+
+    @cached_property
+    def embedding_kind(self) -> str:
+        """How the embedding hook's value depends on the input, measured once on a probe.
+
+        "linear" (W_E[t] times one scale: GPT-2, Llama, Gemma's √d_model), "per_token" (a
+        fixed function of the token, e.g. Bloom's LayerNorm after the embedding) or
+        "positional" (positions or token types are mixed in before the hook, as in BERT).
+        """
+        ids = torch.arange(3, device=self.device) * 7 % self.d_vocab
+        tokens = torch.cat([ids, ids])[None]
+        seen = self._embedding_hook_values(tokens)[0].float()
+        scale = max(float(seen.abs().max()), 1e-12)
+        linear = self.W_E[tokens[0]].detach().float() * self.embed_scale
+        if float((seen - linear).abs().max()) <= 1e-4 * scale:
+            return "linear"
+        return "per_token" if float((seen[:3] - seen[3:]).abs().max()) <= 1e-4 * scale else "positional"
+
+    def token_embedding_rows(self, tokens: Int[Tensor, " n"]) -> Float[Tensor, "n d_model"]:
+        """Each token's embedding-hook value on its own (a table row), in the hook's space."""
+        if self.embedding_kind == "linear":
+            return self.W_E[tokens] * self.embed_scale
+        if self.embedding_kind == "positional":
+            raise UnsupportedModelError(
+                "This model mixes positions (or token types) into its embedding before the embedding hook, so a "
+                "token has no embedding of its own to decode against, rank or average (gradient and exact "
+                "inversion, the mean baseline); attribution, ablation and the logit lens still work."
+            )
+        flat = tokens.reshape(-1, 1)
+        if flat.shape[0] == 0:
+            return self.W_E.new_zeros(0, self.d_model)
+        parts = [self._embedding_hook_values(flat[i : i + 1024]) for i in range(0, flat.shape[0], 1024)]
+        return torch.cat(parts)[:, 0]
 
     def embed(self, tokens: Tokens) -> Embeds:
-        """Token embeddings as the model's embedding hook sees them (scale included)."""
-        return self.W_E[tokens] * self.embed_scale
+        """What the model's embedding hook sees for these token sequences.
+
+        The scale, and any norm or positions the model applies before the hook, are included.
+        """
+        if self.embedding_kind == "linear":
+            return self.W_E[tokens] * self.embed_scale
+        if self.embedding_kind == "per_token" or tokens.ndim != 2:
+            return self.token_embedding_rows(tokens.flatten()).reshape(*tokens.shape, self.d_model)
+        return self._embedding_hook_values(tokens)
 
     # ----- tokenization --------------------------------------------------------------
     @property

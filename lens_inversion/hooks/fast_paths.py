@@ -122,6 +122,21 @@ def _layered_probe(adapter, backend: CacheBackend) -> Comparison:
 
 
 
+def _scaled_each_row(x, hook_point):
+    """Row r scaled by 1/(r+1) (the reference of a hook that widens one row into ROWS)."""
+    scale = 1.0 / torch.arange(1, x.shape[0] + 1, dtype=x.dtype, device=x.device)
+    return x * scale[:, None, None]
+
+
+def _widened_probe(adapter) -> Comparison:
+    p, n = _sizes(adapter)
+    tokens = _probe_tokens(adapter, p + n)
+    name = site_hook_name(Site.RESID_PRE, adapter.n_layers - 1)
+    got = run_full(adapter, tokens, hooks=[(name, _scaled_rows(0))], need_logits=True).logits
+    reference = run_full(adapter, tokens.expand(ROWS, -1), hooks=[(name, _scaled_each_row)], need_logits=True).logits
+    return compare(got, reference)
+
+
 def _readout_probe(adapter) -> Comparison:
     p, n = _sizes(adapter)
     tokens = _probe_tokens(adapter, p + n)
@@ -175,6 +190,8 @@ LAYERED_RUN = Check("layered_run[{backend}]",
                     _layered_probe)
 READOUT_ONLY = Check("readout_only", "unembedding only the read positions equals those positions of the full logits",
                      _readout_probe)
+WIDENED_ROWS = Check("widened_rows", "a hook that turns one row into several mid-forward equals running every row "
+                     "from the start", _widened_probe)
 BATCHED_ROWS = Check("batched_rows", "a batch of different prompts equals each prompt run alone", _batched_probe)
 LENS_ROW = Check("lens_row", "the lens output row equals the model's logits", _lens_probe, fallback=False)
 
@@ -197,12 +214,18 @@ def readout_verified(adapter) -> bool:
     return READOUT_ONLY.verdict(adapter).passed
 
 
+def widening_verified(adapter) -> bool:
+    """Whether a hook may widen the batch in the middle of the forward pass (not on ALiBi models...)."""
+    return WIDENED_ROWS.verdict(adapter).passed
+
+
 def batched_verified(adapter) -> bool:
     return BATCHED_ROWS.verdict(adapter).passed
 
 
 def lens_row_verdict(adapter, force: bool = False) -> Verdict:
     """The lens's last row (final norm + unembedding of the last residual) equals the logits."""
+    adapter.check_lens_readout()  # a readout the lens cannot compose is refused, not measured
     return LENS_ROW.verdict(adapter, force=force)
 
 
@@ -210,11 +233,12 @@ def run_all(adapter, *, force: bool = True) -> list[Verdict]:
     """Every self-check that applies to this model (re-run unless `force=False`)."""
     backend = backend_for(adapter)
     cached = [KV_PREFIX, CUT_PREFIX, *([LAYERED_RUN] if backend.can_layer else [])] if backend.has_cache else []
-    plain = [*([READOUT_ONLY] if readout_unchecked(adapter, [0]) else []), BATCHED_ROWS, LENS_ROW]
+    plain = [*([READOUT_ONLY] if readout_unchecked(adapter, [0]) else []), BATCHED_ROWS, WIDENED_ROWS,
+             *([] if adapter.readout_refusal else [LENS_ROW])]
     return [c.verdict(adapter, backend, force=force) for c in cached] + [c.verdict(adapter, force=force) for c in plain]
 
 
 __all__ = [
     "batched_verified", "cache_verified", "cut_verified", "forget_probes", "layered_verified", "lens_row_verdict",
-    "readout_verified", "run_all",
+    "readout_verified", "run_all", "widening_verified",
 ]

@@ -23,7 +23,11 @@ DECODINGS = ("pinv", "cosine", "l2")
 
 @dataclass(frozen=True, kw_only=True)
 class EmbeddingTable:
-    """A model's token embedding in float32: rows W_E, the embedding scale, W_pos (or None)."""
+    """A model's token embedding in float32: rows W_E, the embedding scale, W_pos (or None).
+
+    For a model that transforms each token's embedding before its embedding hook (Bloom's
+    LayerNorm), the rows are the hook's values per token and the scale is 1.
+    """
 
     W_E: Float[Tensor, "d_vocab d_model"]
     scale: float
@@ -33,11 +37,11 @@ class EmbeddingTable:
     def of(cls, model) -> "EmbeddingTable":
         adapter = adapter_for(model)
         W_pos = adapter.W_pos
-        return cls(
-            W_E=adapter.W_E.detach().float(),
-            scale=adapter.embed_scale,
-            W_pos=None if W_pos is None else W_pos.detach().float().to(adapter.device),
-        )
+        W_pos = None if W_pos is None else W_pos.detach().float().to(adapter.device)
+        if adapter.embedding_kind != "linear":  # rows in the hook's own space (e.g. after a LayerNorm)
+            ids = torch.arange(adapter.d_vocab, device=adapter.device)
+            return cls(W_E=adapter.token_embedding_rows(ids).float(), scale=1.0, W_pos=W_pos)
+        return cls(W_E=adapter.W_E.detach().float(), scale=adapter.embed_scale, W_pos=W_pos)
 
     def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
         """What the embedding hook outputs for these tokens (scale included, no positions)."""
