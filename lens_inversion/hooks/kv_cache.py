@@ -17,6 +17,7 @@ once per model (`selfcheck`) and falls back to `Recompute` when it does not.
 import abc
 import copy
 import inspect
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -114,7 +115,9 @@ class HFCache(CachedBackend):
         kwargs = {self.argument: cache, "attention_mask": mask}
         if stop is not None:
             kwargs["stop_at_layer"] = stop
-        with self._old_name_shim(model):
+        with self._old_name_shim(model), warnings.catch_warnings():
+            # Attention modules that pass every keyword on (OPT, BERT) see both names, on purpose.
+            warnings.filterwarnings("ignore", message=r"Both `past_key_values` and `cache` are set", category=FutureWarning)
             return model(tokens, **kwargs)
 
     def _empty(self, model):
