@@ -123,8 +123,10 @@ OVERRIDES: dict[str, dict] = {
                                logits_scaling=8.0),
     "GraniteMoeForCausalLM": dict(embedding_multiplier=12.0, residual_multiplier=0.22,
                                   attention_multiplier=0.015625, logits_scaling=6.0),
+    # (its hybrid layer mix: one linear-attention and one full-attention layer)
     "GraniteMoeHybridForCausalLM": dict(embedding_multiplier=12.0, residual_multiplier=0.22,
-                                        attention_multiplier=0.015625, logits_scaling=8.0),
+                                        attention_multiplier=0.015625, logits_scaling=8.0,
+                                        layer_types=["linear_attention", "full_attention"]),
     # Falcon-H1-0.5B's real multipliers (defaults of 1.0 hide them).
     "FalconH1ForCausalLM": dict(embedding_multiplier=5.656854, lm_head_multiplier=0.0390625,
                                 mamba_d_ssm=128),  # (and its SSM width defaults to 1024: 8 heads of 16 here)
@@ -147,7 +149,6 @@ OVERRIDES: dict[str, dict] = {
     # Hybrids: one state-space/convolution layer and one attention layer (defaults are
     # None or all-Mamba, and a cache with no attention layer crashes in transformers).
     "Lfm2MoeForCausalLM": dict(layer_types=["conv", "full_attention"]),
-    "GraniteMoeHybridForCausalLM": dict(layer_types=["linear_attention", "full_attention"]),
     "BambaForCausalLM": dict(attn_layer_indices=[1]),
     "JambaForCausalLM": dict(attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2, expert_layer_offset=1),
 }

@@ -27,8 +27,8 @@ import warnings
 from pathlib import Path
 
 import torch
+from catalog import PROMPT, prompt_ids
 
-from catalog import MAX_TOKENS, PROMPT, prompt_ids
 CHECK_TIMEOUT_S = 120
 
 CAPABILITIES = (
@@ -252,7 +252,7 @@ def grad_x_input_reference(model, tokens, token: int) -> torch.Tensor:
     except Exception as error:  # noqa: BLE001
         raise Unchecked(f"autograd through hook_embed failed: {type(error).__name__}: {error}") from error
     finally:
-        for p, f in zip(params, flags):
+        for p, f in zip(params, flags, strict=True):
             p.requires_grad_(f)
         with torch.no_grad():  # TransformerLens keeps the last attention pattern on the module
             model(tokens)

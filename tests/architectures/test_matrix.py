@@ -10,6 +10,7 @@ table is kept honest (and a test flips when upstream fixes a bug).
 
 import json
 import time
+from pathlib import Path
 
 import catalog
 import checks
@@ -55,6 +56,13 @@ EXPECTED_REFUSALS: dict[tuple[str, str, str], tuple[str, str]] = {
        for cap in ("lens_sublayers", "zero_attn", "zero_mlp", "remove_residual_attn", "remove_residual_mlp")},
     **{("RwkvForCausalLM", "*", cap): ("has no hook point", "an RWKV block has no attention or MLP output hook")
        for cap in ("zero_attn", "zero_mlp", "remove_residual_mlp")},
+    # A readout head split across bridge components (BERT's dense / activation / LayerNorm):
+    # the lens cannot compose it in the model's order (TransformerLens's logit_readout refuses too).
+    **{("*", "*", cap): ("The logit lens cannot read this model", "the readout head is split across components")
+       for cap in ("lens_final", "lens_input", "lens_sublayers", "report")},
+    # Positions / token types mixed in before the embedding hook (BERT): no per-token embedding table.
+    **{("*", "*", cap): ("mixes positions (or token types) into its embedding", "no per-token embedding table")
+       for cap in ("exact_first", "exact_last", "inv_embedding", "inv_direct")},
     ("OpenAIGPTLMHeadModel", "*", "bypass_final_norm"): (
         "This model has no ln_final to bypass", "OpenAI GPT has no final norm"),
 }
@@ -96,14 +104,24 @@ def test_architecture(arch, mode, request):
     assert not problems, f"{arch} ({mode}):\n  " + "\n  ".join(problems)
 
 
+# Cells that still fail, recorded by `record_known_failures.py` from a full run: open work of
+# the support-matrix issue, listed in docs/models.md. A known cell that starts to work fails
+# the test too (remove it from the file), so the list only shrinks.
+KNOWN_FAILURES: dict[str, str] = json.loads((Path(__file__).with_name("known_failures.json")).read_text())
+
+
 def verdict(arch: str, mode: str, cells: dict) -> list[str]:
     """Why this row fails: bad cells, unexpected refusals, expected refusals that are gone."""
     problems = []
     for cap, c in cells.items():
+        known = f"{arch}/{mode}/{cap}" in KNOWN_FAILURES
         if c["outcome"] == "works":
+            if known:
+                problems.append(f"{cap}: works now: remove {arch}/{mode}/{cap} from known_failures.json")
             continue
         if c["outcome"] == "refused" and _expected(arch, mode, cap, c["detail"]):
             continue
-        problems.append(f"{cap}: {c['outcome']}: {c['detail']}")
+        if not known:
+            problems.append(f"{cap}: {c['outcome']}: {c['detail']}")
     problems += _stale(arch, mode, cells)
     return problems
