@@ -9,7 +9,7 @@ from ..errors import LensInversionError, OptionError, PromptError, UnsupportedMo
 from ..hooks import ablation_hooks as ah
 from ..hooks.adapter import ModelAdapter
 from ..hooks.preserve import preserved
-from ..hooks.sites import Norm, Site
+from ..hooks.sites import Site
 from ..hooks.targets import Target, index_positions
 from ..validation import read_prompt
 from .specs import (
@@ -26,23 +26,24 @@ from .specs import (
 Values = Callable[[Tensor, Tensor, Tensor, Tensor], "Tensor | float"]
 
 
-def norms_of(adapter: ModelAdapter, layer: int | None, which: str) -> list[tuple[Norm, int | None]]:
-    """The (norm, layer) pairs that `layer` / `which` name on this model."""
+def norms_of(adapter: ModelAdapter, layer: int | None, which: str) -> list[ah.NormSlot]:
+    """The norms that `layer` / `which` name on this model: those of the named kinds it has.
+
+    `which="all"` is every block norm the model has (pre- and post-sub-layer norms alike)
+    and, with `layer=None`, the final norm; a kind such as "ln1" with `layer=None` is that
+    norm in every block that has one. Refused only when nothing of the kind exists.
+    """
     layers = range(adapter.n_layers) if layer is None else [adapter.check_layer(layer)]
-    chosen: list[tuple[Norm, int | None]] = []
-    if which in ("ln1", "all"):
-        chosen += [(Norm.LN1, lay) for lay in layers]
-    if which in ("ln2", "all"):
-        chosen += [(Norm.LN2, lay) for lay in layers]
+    kinds = ah.BLOCK_NORM_KINDS if which == "all" else (() if which == "final" else (which,))
+    chosen = [slot for lay in layers for slot in ah.block_norms(adapter, lay, kinds)]
     if which == "final" or (which == "all" and layer is None):
-        chosen.append((Norm.FINAL, None))
-    missing = [
-        f"{n.value}" + ("" if lay is None else f" of block {lay}")
-        for n, lay in chosen
-        if not ah.has_norm(adapter, n, lay)
-    ]
-    if missing:
-        raise UnsupportedModelError(f"This model has no {', '.join(missing)} to bypass or freeze.")
+        final = ah.final_norm(adapter)
+        if final is not None:
+            chosen.append(final)
+    if not chosen:
+        wanted = "ln_final" if which == "final" else "norm" if which == "all" else which
+        where = "" if layer is None or which == "final" else f" in block {layers[0]}"
+        raise UnsupportedModelError(f"This model has no {wanted}{where} to bypass or freeze; its norms: {ah.norm_inventory(adapter)}.")
     return chosen
 
 
@@ -157,13 +158,13 @@ def spec_plan(adapter: ModelAdapter, spec: Spec) -> ah.HookPlan:
     if isinstance(spec, BypassLayerNorm):
         build = ah.bypass_norm if spec.mode == "identity" else ah.unit_scale_norm
         plan = ah.HookPlan()
-        for norm, layer in norms_of(adapter, spec.layer, spec.which):
-            plan = plan + build(adapter, norm, layer)
+        for slot in norms_of(adapter, spec.layer, spec.which):
+            plan = plan + build(adapter, slot)
         return plan
     if isinstance(spec, FreezeLayerNorm):
         plan = ah.HookPlan()
-        for norm, layer in norms_of(adapter, spec.layer, spec.which):
-            plan = plan + ah.freeze_norm(adapter, norm, layer)
+        for slot in norms_of(adapter, spec.layer, spec.which):
+            plan = plan + ah.freeze_norm(adapter, slot)
         return plan
     if isinstance(spec, Ablate):
         return _ablate_plan(adapter, spec)

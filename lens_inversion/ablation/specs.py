@@ -11,9 +11,9 @@ from ..hooks.targets import Target, as_target
 from ..validation import check_choice, check_int, check_seed
 
 Component = Literal["attn", "mlp"]
-WhichNorm = Literal["ln1", "ln2", "final", "all"]
+WhichNorm = Literal["ln1", "ln2", "ln1_post", "ln2_post", "final", "all"]
 AblateMode = Literal["zero", "mean", "resample"]
-NORM_CHOICES = ("ln1", "ln2", "final", "all")
+NORM_CHOICES = ("ln1", "ln2", "ln1_post", "ln2_post", "final", "all")
 WRITABLE_SITES = (Site.EMBED, Site.RESID_PRE, Site.RESID_MID, Site.RESID_POST, Site.ATTN_OUT, Site.MLP_OUT)
 
 
@@ -57,9 +57,14 @@ class ZeroComponent:
 class BypassLayerNorm:
     """Replace layer norms by the identity (`mode="identity"`) or divide by one (`"unit_scale"`).
 
-    `layer=None` means every block; `which` picks `ln1`, `ln2`, the `final` norm or `all`
-    (with `layer=None`, "all" includes the final norm; with a layer, it means that block's
-    ln1 and ln2). "unit_scale" keeps LayerNorm's centring and the affine weights.
+    `layer=None` means every block; `which` picks a kind of norm: `ln1` (before attention,
+    or before a state-space block's mixer), `ln2` (before the MLP), `ln1_post` / `ln2_post`
+    (on attention's / the MLP's output before the residual add, as in OLMo-2 and Gemma),
+    the `final` norm, or `all`: every norm the model has (with `layer=None` the final norm
+    too; with a layer, that block's norms). Blocks without a norm of the kind are left
+    alone; the spec is refused only when the model has none of it. "unit_scale" keeps
+    LayerNorm's centring and the affine weights (a norm without weights has the identity
+    as its affine part).
     """
 
     layer: int | None = None

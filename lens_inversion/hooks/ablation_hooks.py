@@ -86,16 +86,28 @@ def _check_sequential(adapter: ModelAdapter) -> None:
 
 
 def remove_residual(adapter: ModelAdapter, layer: int, around: str) -> HookPlan:
-    """Turn x + f(x) into f(x) around block `layer`'s attention ("attn") or MLP ("mlp")."""
+    """Turn x + f(x) into f(x) around block `layer`'s attention ("attn") or MLP ("mlp").
+
+    f(x) is what the sub-layer adds to the residual stream, read as a difference of
+    residual points (`resid_mid - resid_pre` for attention, `resid_post - resid_mid` for
+    the MLP). That is the sub-layer's contribution whatever the block does to it first
+    (a post-norm as in OLMo-2 or Gemma, Granite's residual multiplier), and it needs no
+    hook on the sub-layer's own output, which some blocks only fire for TransformerLens's
+    own hooks.
+    """
     _check_sequential(adapter)
+    mid = site_hook_name(Site.RESID_MID, layer)
+    if mid not in adapter.model.hook_dict:
+        raise UnsupportedModelError(
+            f"Removing a residual connection needs the residual stream between attention and MLP, but block "
+            f"{layer} has no hook point {mid!r} (a state-space or fused block has no such point)."
+        )
     state: dict[str, Tensor] = {}
     if around == "attn":
         read = HookPlan(readers=[(site_hook_name(Site.RESID_PRE, layer), _store(state, "pre"))])
         return read + write_site(adapter, Site.RESID_MID, layer, lambda x: x - state["pre"])
-    read = HookPlan(readers=[(site_hook_name(Site.MLP_OUT, layer), _store(state, "mlp"))])
-    write = HookPlan(
-        writers=[(site_hook_name(Site.RESID_POST, layer), lambda x, hook: state["mlp"].expand_as(x).clone())]
-    )
+    read = HookPlan(readers=[(mid, _store(state, "mid"))])
+    write = HookPlan(writers=[(site_hook_name(Site.RESID_POST, layer), lambda x, hook: x - state["mid"])])
     return read + write
 
 
@@ -105,9 +117,140 @@ def zero_component(adapter: ModelAdapter, layer: int, component: str) -> HookPla
     return write_site(adapter, site, layer, torch.zeros_like)
 
 
-def _norm_module(adapter: ModelAdapter, norm: Norm, layer: int | None):
-    model = adapter.model
-    return model.ln_final if norm is Norm.FINAL else getattr(model.blocks[layer], norm.value)
+# ----- norms -------------------------------------------------------------------------
+# The norm slots a block may have, by the kind `BypassLayerNorm` / `FreezeLayerNorm`
+# name them with, and the attribute(s) TransformerLens's bridge gives them:
+# - "ln1": the norm before attention (`ln1`), or before a state-space block's mixer (`norm`);
+# - "ln1_post": the norm on attention's output before the residual add (`ln1_post`:
+#   OLMo-2/3, FlexOlmo, Exaone-4, Gemma-2/3/4);
+# - "ln2" / "ln2_post": the same two around the MLP.
+# Norms inside a sub-layer (query/key norms) and model-specific extras are not block norms.
+BLOCK_NORM_KINDS = ("ln1", "ln1_post", "ln2", "ln2_post")
+_BRIDGE_SLOTS = {"ln1": ("ln1", "norm"), "ln1_post": ("ln1_post",), "ln2": ("ln2",), "ln2_post": ("ln2_post",)}
+FINAL = "final"
+
+
+@dataclass(frozen=True)
+class NormSlot:
+    """One normalization module of the model: its kind, block (None: the final norm) and name."""
+
+    kind: str
+    layer: int | None
+    prefix: str
+
+    def describe(self) -> str:
+        return "ln_final" if self.layer is None else f"{self.kind} of block {self.layer}"
+
+
+def _has_points(adapter: ModelAdapter, prefix: str, points: tuple[str, ...]) -> bool:
+    names = adapter.model.hook_dict
+    return all(f"{prefix}.hook_{p}" in names for p in points)
+
+
+def _is_identity(adapter: ModelAdapter, prefix: str) -> bool:
+    """A norm slot that holds no normalization (ModernBERT-decoder's first block)."""
+    module = adapter.model.get_submodule(prefix)
+    return isinstance(getattr(module, "original_component", None), torch.nn.Identity)
+
+
+def _slot(adapter: ModelAdapter, kind: str, layer: int | None) -> NormSlot | None:
+    """The norm of this kind in block `layer` (or the final norm), or None where there is none."""
+    if not adapter.is_bridge:
+        if kind not in ("ln1", "ln2", FINAL):
+            return None
+        norm = {"ln1": Norm.LN1, "ln2": Norm.LN2, FINAL: Norm.FINAL}[kind]
+        prefix = norm_hook_name(norm, layer, "scale").removesuffix(".hook_scale")
+        return NormSlot(kind, layer, prefix) if _has_points(adapter, prefix, ("scale",)) else None
+    attrs = ("ln_final",) if kind == FINAL else _BRIDGE_SLOTS[kind]
+    for attr in attrs:
+        prefix = attr if kind == FINAL else f"blocks.{layer}.{attr}"
+        if _has_points(adapter, prefix, ("in", "out")) and not _is_identity(adapter, prefix):
+            return NormSlot(kind, layer, prefix)
+    return None
+
+
+def block_norms(adapter: ModelAdapter, layer: int, kinds: tuple[str, ...] = BLOCK_NORM_KINDS) -> list[NormSlot]:
+    """The norms of block `layer` among `kinds`, in block order."""
+    return [slot for kind in kinds if (slot := _slot(adapter, kind, layer)) is not None]
+
+
+def final_norm(adapter: ModelAdapter) -> NormSlot | None:
+    """The final norm (before the unembedding), or None if the model has none."""
+    return _slot(adapter, FINAL, None)
+
+
+def norm_inventory(adapter: ModelAdapter) -> str:
+    """The norms this model has, for error messages: e.g. "ln1_post, ln2_post in blocks 0-1; ln_final"."""
+    by_kinds: dict[tuple[str, ...], list[int]] = {}
+    for layer in range(adapter.n_layers):
+        kinds = tuple(slot.kind for slot in block_norms(adapter, layer))
+        if kinds:
+            by_kinds.setdefault(kinds, []).append(layer)
+    parts = []
+    for kinds, layers in by_kinds.items():
+        span = f"block {layers[0]}" if len(layers) == 1 else f"blocks {_ranges(layers)}"
+        parts.append(f"{', '.join(kinds)} in {span}")
+    if final_norm(adapter) is not None:
+        parts.append("ln_final")
+    return "; ".join(parts) if parts else "none that lens_inversion can find"
+
+
+def _ranges(layers: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5"."""
+    runs: list[list[int]] = []
+    for layer in layers:
+        if runs and layer == runs[-1][-1] + 1:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs)
+
+
+@dataclass(frozen=True)
+class _NormMath:
+    """What a bridge norm computes: out = A(P x) / s(x) + bias, s = sqrt(mean((P x)^2) + eps).
+
+    P centres x (LayerNorm) or not (RMSNorm); A is the norm's elementwise affine weight, in
+    whatever convention the module stores it (1 + w, w, or none): nothing here needs it.
+    """
+
+    centred: bool
+    eps: float
+    bias: Tensor | None
+
+    def scale(self, x: Tensor) -> Tensor:
+        x = x.float()
+        if self.centred:
+            x = x - x.mean(-1, keepdim=True)
+        return (x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
+
+    def affine_part(self, out: Tensor) -> Tensor:
+        """A(P x) / s: the output without its bias."""
+        out = out.float()
+        return out if self.bias is None else out - self.bias.float()
+
+
+def _norm_math(adapter: ModelAdapter, slot: NormSlot) -> _NormMath:
+    module = adapter.model.get_submodule(slot.prefix)
+    original = getattr(module, "original_component", None)
+    kind = type(original).__name__
+    if hasattr(module, "uses_rms_norm"):
+        centred = not module.uses_rms_norm
+    elif isinstance(original, torch.nn.LayerNorm) or ("LayerNorm" in kind and "RMS" not in kind):
+        centred = True
+    elif "RMSNorm" in kind:
+        centred = False
+    else:
+        raise UnsupportedModelError(
+            f"Cannot tell whether {slot.describe()} ({kind}) is a LayerNorm or an RMSNorm, so its scale "
+            "cannot be set or frozen; BypassLayerNorm(mode='identity') needs no such knowledge."
+        )
+    eps = next(
+        (float(v) for v in (getattr(original, "eps", None), getattr(original, "variance_epsilon", None)) if isinstance(v, (int, float))),
+        float(getattr(adapter.cfg, "eps", 1e-5)),
+    )
+    bias = getattr(original, "bias", None)
+    return _NormMath(centred, eps, bias if isinstance(bias, Tensor) else None)
 
 
 def _norm_input_site(adapter: ModelAdapter, norm: Norm, layer: int | None) -> str:
@@ -119,20 +262,25 @@ def _norm_input_site(adapter: ModelAdapter, norm: Norm, layer: int | None) -> st
     return site_hook_name(Site.RESID_MID, layer)
 
 
-def has_norm(adapter: ModelAdapter, norm: Norm, layer: int | None) -> bool:
-    """Whether the model has this norm (some models have no final or per-block norm)."""
-    return norm_hook_name(norm, layer, "scale") in adapter.model.hook_dict
+def _ht_norm(slot: NormSlot) -> Norm:
+    return Norm.FINAL if slot.layer is None else Norm(slot.kind)
 
 
-def bypass_norm(adapter: ModelAdapter, norm: Norm, layer: int | None) -> HookPlan:
+def _ht_module(adapter: ModelAdapter, slot: NormSlot):
+    model = adapter.model
+    return model.ln_final if slot.layer is None else getattr(model.blocks[slot.layer], slot.kind)
+
+
+def bypass_norm(adapter: ModelAdapter, slot: NormSlot) -> HookPlan:
     """The norm replaced by the identity: its output equals its input."""
     state: dict[str, Tensor] = {}
     if adapter.is_bridge:
         return HookPlan(
-            readers=[(norm_hook_name(norm, layer, "in"), _store(state, "in"))],
-            writers=[(norm_hook_name(norm, layer, "out"), lambda x, hook: state["in"].to(x.dtype))],
+            readers=[(f"{slot.prefix}.hook_in", _store(state, "in"))],
+            writers=[(f"{slot.prefix}.hook_out", lambda x, hook: state["in"].to(x.dtype))],
         )
-    module = _norm_module(adapter, norm, layer)
+    norm, layer = _ht_norm(slot), slot.layer
+    module = _ht_module(adapter, slot)
     weight, bias = getattr(module, "w", None), getattr(module, "b", None)
     if weight is not None and bool((weight == 0).any()):
         raise UnsupportedModelError(
@@ -153,11 +301,51 @@ def bypass_norm(adapter: ModelAdapter, norm: Norm, layer: int | None) -> HookPla
     )
 
 
-def unit_scale_norm(adapter: ModelAdapter, norm: Norm, layer: int | None) -> HookPlan:
-    """The norm's scale set to one: centring (LayerNorm) and affine terms stay."""
-    return HookPlan(writers=[(norm_hook_name(norm, layer, "scale"), lambda x, hook: torch.ones_like(x))])
+def unit_scale_norm(adapter: ModelAdapter, slot: NormSlot) -> HookPlan:
+    """The norm's scale set to one: centring (LayerNorm) and affine terms stay.
+
+    On the bridge the output is rescaled, `(out - bias) * s(x) + bias`, rather than
+    TransformerLens's `hook_scale` edited: that edit makes the bridge rebuild the affine
+    part itself, which fails on norms without weights (OLMo, NanoChat) and does not
+    exist where a norm has no `hook_scale` (Gemma-4).
+    """
+    if not adapter.is_bridge:
+        name = norm_hook_name(_ht_norm(slot), slot.layer, "scale")
+        return HookPlan(writers=[(name, lambda x, hook: torch.ones_like(x))])
+    math, state = _norm_math(adapter, slot), {}
+
+    def rescale(out, hook):
+        value = math.affine_part(out) * math.scale(state["in"])
+        if math.bias is not None:
+            value = value + math.bias.float()
+        return value.to(out.dtype)
+
+    return HookPlan(
+        readers=[(f"{slot.prefix}.hook_in", _store(state, "in"))],
+        writers=[(f"{slot.prefix}.hook_out", rescale)],
+    )
 
 
-def freeze_norm(adapter: ModelAdapter, norm: Norm, layer: int | None) -> HookPlan:
-    """The norm's scale detached: same forward values, linearised gradients."""
-    return HookPlan(writers=[(norm_hook_name(norm, layer, "scale"), lambda x, hook: x.detach())])
+def freeze_norm(adapter: ModelAdapter, slot: NormSlot) -> HookPlan:
+    """The norm's scale detached: same forward values, linearised gradients.
+
+    On the bridge: with out = A(P x)/s(x) + b, the frozen norm A(P x)/s0 + b has the
+    Jacobian of the real one plus (out - b)/s0 * grad s, so the output becomes
+    `out + (out - b)/s0 * (s(x) - s0)` with s0 = s(x) detached: the same values, and the
+    frozen norm's gradient whatever convention its affine weight uses (or none).
+    """
+    if not adapter.is_bridge:
+        name = norm_hook_name(_ht_norm(slot), slot.layer, "scale")
+        return HookPlan(writers=[(name, lambda x, hook: x.detach())])
+    math, state = _norm_math(adapter, slot), {}
+
+    def freeze(out, hook):
+        s = math.scale(state["in"])
+        s0 = s.detach()
+        slope = (math.affine_part(out) / s0).detach()
+        return out + (slope * (s - s0)).to(out.dtype)
+
+    return HookPlan(
+        readers=[(f"{slot.prefix}.hook_in", _store(state, "in"))],
+        writers=[(f"{slot.prefix}.hook_out", freeze)],
+    )
