@@ -27,9 +27,14 @@ def boot_bridge(source: str, *, device, dtype, load_in_8bit: bool, load_in_4bit:
 
     Quantized (bitsandbytes) and `device_map` loads go through `AutoModelForCausalLM`
     first and hand the loaded model to the bridge; plain loads let the bridge load it.
+    Blocks whose Hugging Face layer returns a list (OpenAI-GPT) get a repair so their
+    output hook (`hook_resid_post`) fires for TransformerLens's own hooks too
+    (`interventions.repair_list_outputs`).
     """
     import torch
     from transformer_lens.model_bridge import TransformerBridge
+
+    from .interventions import repair_list_outputs
 
     if load_in_8bit or load_in_4bit or device_map is not None:
         from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -49,4 +54,5 @@ def boot_bridge(source: str, *, device, dtype, load_in_8bit: bool, load_in_4bit:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         bridge = TransformerBridge.boot_transformers(source, device=device, dtype=dtype, **hf_kwargs)
+    repair_list_outputs(bridge)
     return bridge
