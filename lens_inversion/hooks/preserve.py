@@ -28,6 +28,43 @@ def _hook_keys(module: nn.Module) -> tuple[frozenset, ...]:
     )
 
 
+def _lens_handles(module: nn.Module) -> dict[str, list]:
+    """A TransformerLens HookPoint's own lists of hook handles (what `has_hooks` reads)."""
+    return {
+        attr: list(table) for attr in ("fwd_hooks", "bwd_hooks") if isinstance(table := getattr(module, attr, None), list)
+    }
+
+
+def _unwired_blocks(model: nn.Module) -> list[nn.Module]:
+    """Bridge blocks whose lazily-installed capture hooks are not installed yet.
+
+    Some blocks (Bloom's) never wire them in their own forward; wiring them for a call
+    and leaving them would add hooks to the user's model, so they are torn down again.
+    """
+    return [
+        block for block in (getattr(model, "blocks", None) or [])
+        if getattr(block, "_capture_hooks_wired", None) is False and callable(getattr(block, "_teardown_capture_hooks", None))
+    ]
+
+
+@contextmanager
+def bridge_wiring_restored(model: nn.Module) -> Iterator[None]:
+    """Leave the bridge's lazily-wired capture hooks as the body found them.
+
+    Enter it before anything wires them (`adapter_for`, `wire_bridge_internals`, a
+    forward): the blocks not wired on entry are unwired again on exit, which removes the
+    pre-hooks the wiring put on their norms and lets TransformerLens wire them lazily
+    later, exactly as it would have. `preserved` does this itself; a context that spans
+    user code without `preserved` (`ablated`) should wrap itself in this.
+    """
+    unwired = _unwired_blocks(model)
+    try:
+        yield
+    finally:
+        for block in unwired:
+            block._teardown_capture_hooks()
+
+
 def _transient_tensors(module: nn.Module) -> dict[str, Tensor | None]:
     """Plain attributes holding a tensor or None (captures some backends keep between runs)."""
     return {k: v for k, v in vars(module).items() if v is None or isinstance(v, Tensor)}
@@ -58,13 +95,15 @@ def preserved(model: nn.Module) -> Iterator[None]:
         return
     from .adapter import wire_bridge_internals
 
-    wire_bridge_internals(model)
     modules = _all_modules(model)
+    hooks = [_hook_keys(m) for m in modules]  # before the bridge's wiring: restored exactly
+    lens_hooks = [_lens_handles(m) for m in modules]
+    unwired = _unwired_blocks(model)
+    wire_bridge_internals(model)
     params = list(model.parameters())
     training = [m.training for m in modules]
     requires_grad = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
-    hooks = [_hook_keys(m) for m in modules]
     cached = [_transient_tensors(m) for m in modules]
     token = _ACTIVE.set(_ACTIVE.get() | {id(model)})
     try:
@@ -85,6 +124,12 @@ def preserved(model: nn.Module) -> Iterator[None]:
             for key, value in vars(m).items():
                 if isinstance(value, Tensor) and key in before and before[key] is not value:
                     m.__dict__[key] = before[key]
+        for block in unwired:  # wired by us (up front or by a forward in the body): unwire
+            block._teardown_capture_hooks()
+        for m, before in zip(modules, lens_hooks, strict=False):
+            for attr, handles in before.items():
+                table = getattr(m, attr)
+                table[:] = [h for h in table if any(h is kept for kept in handles)]
         for m, before in zip(modules, hooks, strict=False):
             for attr, keys in zip(
                 ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"),
