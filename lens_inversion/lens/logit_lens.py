@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import OptionError
+from ..errors import OptionError, UnsupportedModelError
 from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.cache import cached_activation
 from ..hooks.fast_paths import lens_row_verdict
@@ -103,16 +103,27 @@ def _activations(adapter, tokens, rows, cache) -> tuple[dict[tuple[Site, int], T
     last = (Site.RESID_POST, adapter.n_layers - 1)
     if cache is None:
         run = adapter.run(tokens, capture=keys, need_logits=True)
-        return {key: run[key] for key in keys}, run.logits
-    acts = {key: cached_activation(cache, *key) for key in [*keys, last]}
-    for key, act in acts.items():
-        if tuple(act.shape[:2]) != tuple(tokens.shape):
-            raise OptionError(
-                f"The cached {key[0].value} of layer {key[1]} has shape {tuple(act.shape)} but the prompt's "
-                f"tokens have shape {tuple(tokens.shape)}; cache the same prompt."
-            )
+        return {key: _batch_pos(run[key], tokens, key, cached=False) for key in keys}, run.logits
+    acts = {key: _batch_pos(cached_activation(cache, *key), tokens, key, cached=True) for key in [*keys, last]}
     # The output row is the lens on the final residual, which is exactly the model's logits.
     return acts, adapter.lens_logits(acts[last].to(adapter.device))
+
+
+def _batch_pos(act: Tensor, tokens: Tensor, key, *, cached: bool) -> Tensor:
+    """`act` as [batch, pos, d]; the model's [batch·pos, d] (a flattened region) is unflattened.
+
+    Raises OptionError for a user's cache of another prompt, UnsupportedModelError when
+    the model's own activation does not hold one vector per token.
+    """
+    batch, pos = tokens.shape
+    if act.ndim == 3 and tuple(act.shape[:2]) == (batch, pos):
+        return act
+    if not cached and act.ndim == 2 and act.shape[0] == batch * pos:
+        return act.reshape(batch, pos, act.shape[-1])
+    what = f"The {key[0].value} of layer {key[1]} has shape {tuple(act.shape)}, not one vector per token of the {tuple(tokens.shape)} prompt"
+    if cached:
+        raise OptionError(f"{what}; cache the same prompt.")
+    raise UnsupportedModelError(f"{what}, so the logit lens cannot decode it on this architecture.")
 
 
 @preserves_model
