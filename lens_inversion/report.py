@@ -1,16 +1,18 @@
 """`li.report(model, prompt, path=...)`: every capability on one prompt, in one offline HTML file."""
 
+import html
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import plotly.graph_objects as go
+import torch
 from tqdm.auto import tqdm
 
 from .ablation import AblationResult, ablation_sweep
 from .attribution import AttributionResult, attribute
-from .errors import OptionError
+from .errors import OptionError, UnsupportedModelError
 from .hooks import adapter_for, preserves_model
 from .hooks.fast_paths import run_all
 from .hooks.sites import Site, site_hook_name
@@ -39,14 +41,16 @@ class ReportResult:
     path: Path
     prompt: str
     model_name: str
-    lens_final: LogitLensResult
-    lens_input: LogitLensResult
+    lens_final: LogitLensResult | None  # None when the model's readout cannot be read by the lens
+    lens_input: LogitLensResult | None
     attributions: dict[str, AttributionResult]
     inversions: tuple[InversionRow, ...]
     ablation: AblationResult
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
-    checks: tuple = ()  # every self-check verdict on this model (pass / fell back / failed)
+    checks: tuple = ()  # every self-check verdict on this model (pass / unsupported / fell back / failed)
+    lens_refusal: str = ""  # why the lens sections are missing (an UnsupportedModelError's message)
+    inversion_refusal: str = ""  # why the inversion rows are missing
 
     @property
     def problems(self) -> list[str]:
@@ -67,7 +71,9 @@ class ReportResult:
         return f"ReportResult(path={str(self.path)!r}, model={self.model_name!r}, token accuracy: {acc})"
 
     def plot(self) -> go.Figure:
-        """The report's lead figure: KL(final ‖ layer) of the logit lens."""
+        """The report's lead figure: KL(final ‖ layer) of the logit lens (else the first attribution)."""
+        if self.lens_final is None:
+            return next(iter(self.attributions.values())).plot()
         return self.lens_final.plot(metric="kl")
 
     def inversion_figure(self) -> go.Figure:
@@ -177,14 +183,20 @@ def report(
         return value
 
     try:
-        lens_final = step("logit lens (final)", lambda: logit_lens(model, prompt, compare="final", progress=False))
-        lens_input = step("logit lens (input)", lambda: logit_lens(model, prompt, compare="input", progress=False))
+        try:
+            lens_final = step("logit lens (final)", lambda: logit_lens(model, prompt, compare="final", progress=False))
+            lens_input = step("logit lens (input)", lambda: logit_lens(model, prompt, compare="input", progress=False))
+            lens_refusal = ""
+        except UnsupportedModelError as refusal:  # e.g. a readout head the lens cannot compose: the rest still runs
+            lens_final = lens_input = None
+            lens_refusal = str(refusal)
+            bar.update(2 - bar.n)
         attributions = {
             method: step(f"attribution ({method})", lambda m=method: attribute(model, prompt, method=m, progress=False))
             for method in ATTRIBUTION_METHODS
         }
         inversions = []
-        for layer in layers:
+        for layer in layers if not _token_table_refusal(adapter) else []:
             target = site_hook_name(Site.RESID_POST, layer)
             for method in INVERSION_METHODS:
                 options = (dict(steps=gradient_steps, stop_when_closer=gradient_early_stop, seed=seed) if method != "exact"
@@ -209,6 +221,8 @@ def report(
             model_name=_model_name(adapter.model),
             lens_final=lens_final,
             lens_input=lens_input,
+            lens_refusal=lens_refusal,
+            inversion_refusal=_token_table_refusal(adapter),
             attributions=attributions,
             inversions=tuple(inversions),
             ablation=sweep,
@@ -221,17 +235,35 @@ def report(
     return replace(result, seconds=time.perf_counter() - started)
 
 
+def _token_table_refusal(adapter) -> str:
+    """Why inversion cannot run on this model ("" when it can): it needs per-token embeddings."""
+    try:
+        adapter.token_embedding_rows(torch.zeros(1, dtype=torch.long, device=adapter.device))
+    except UnsupportedModelError as refusal:
+        return str(refusal)
+    return ""
+
+
 def _write(result: ReportResult, adapter, title: str | None) -> Path:
     cfg = adapter.cfg
     page = ReportBuilder(title or f"lens_inversion report: {result.model_name}")
     _summary(page, result)
-    final = result.lens_final
+    predicted = next(iter(result.attributions.values())).predicted_token
     page.table(
         ["prompt", "model", "layers", "d_model", "vocabulary", "predicted next token"],
-        [[result.prompt, result.model_name, cfg.n_layers, cfg.d_model, adapter.d_vocab,
-          repr(final.token_str(int(final.final_top1[-1])))]],
+        [[result.prompt, result.model_name, cfg.n_layers, cfg.d_model, adapter.d_vocab, repr(predicted)]],
     )
+    if result.lens_final is None:
+        page.heading("Logit lens", note=f"Not shown: {result.lens_refusal}")
+    else:
+        _lens_sections(page, result)
 
+    _rest_of_page(page, result)
+    return page.write(result.path)
+
+
+def _lens_sections(page: ReportBuilder, result: ReportResult) -> None:
+    final = result.lens_final
     page.heading(
         "Logit lens against the final output",
         note="Each row decodes one residual stream with the model's final norm (recomputed on that row) and "
@@ -249,6 +281,13 @@ def _write(result: ReportResult, adapter, title: str | None) -> Path:
     page.figure(result.lens_input.plot(metric="kl"))
     page.figure(result.lens_input.plot(metric="rank"))
 
+
+def _rest_of_page(page: ReportBuilder, result: ReportResult) -> None:
+    _attribution_and_inversion(page, result)
+    _ablation_and_checks(page, result)
+
+
+def _attribution_and_inversion(page: ReportBuilder, result: ReportResult) -> None:
     page.heading(
         "Attribution of the next-token prediction",
         note="Red = high, blue = low. Gradient × input: |∂O/∂a| ⊙ a summed over d_model. Occlusion: each "
@@ -268,6 +307,9 @@ def _write(result: ReportResult, adapter, title: str | None) -> Path:
         "claim. 'closer than shift' is the research's yardstick: the result's output is closer to the target "
         "than that of the input plus N(0, 1/20) noise.",
     )
+    if result.inversion_refusal:
+        page.fragment(f'<p class="li-note">Not shown: {html.escape(result.inversion_refusal)}</p>')
+        return
     page.figure(result.inversion_figure())
     page.table(
         ["block", "method", "recovered text", "token accuracy", "verdict", "distance", "closer than shift", "seconds"],
@@ -275,6 +317,9 @@ def _write(result: ReportResult, adapter, title: str | None) -> Path:
         marks=[_inversion_mark(row) for row in result.inversions],
     )
 
+
+
+def _ablation_and_checks(page: ReportBuilder, result: ReportResult) -> None:
     sweep = result.ablation
     page.heading(
         f"{sweep.ablation.capitalize()} ablation of each residual-stream cell",
@@ -302,7 +347,6 @@ def _write(result: ReportResult, adapter, title: str | None) -> Path:
         + ", ".join(f"{label} {seconds:.2f}" for label, seconds in result.timings.items())
         + "</p>"
     )
-    return page.write(result.path)
 
 
 _CHECK_MARKS = {"pass": "ok", "unsupported": "ok", "fell back": "warn", "failed": "failed"}

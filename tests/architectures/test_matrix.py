@@ -55,11 +55,11 @@ EXPECTED_REFUSALS: dict[tuple[str, str, str], tuple[str, str]] = {
        for arch in ("MambaForCausalLM", "Mamba2ForCausalLM", "FalconMambaForCausalLM")
        for cap in ("lens_sublayers", "zero_attn", "zero_mlp", "remove_residual_attn", "remove_residual_mlp")},
     **{("RwkvForCausalLM", "*", cap): ("has no hook point", "an RWKV block has no attention or MLP output hook")
-       for cap in ("zero_attn", "zero_mlp", "remove_residual_mlp")},
+       for cap in ("zero_attn", "zero_mlp")},
     # A readout head split across bridge components (BERT's dense / activation / LayerNorm):
     # the lens cannot compose it in the model's order (TransformerLens's logit_readout refuses too).
     **{("*", "*", cap): ("The logit lens cannot read this model", "the readout head is split across components")
-       for cap in ("lens_final", "lens_input", "lens_sublayers", "report")},
+       for cap in ("lens_final", "lens_input", "lens_sublayers")},
     # Positions / token types mixed in before the embedding hook (BERT): no per-token embedding table.
     **{("*", "*", cap): ("mixes positions (or token types) into its embedding", "no per-token embedding table")
        for cap in ("exact_first", "exact_last", "inv_embedding", "inv_direct")},
