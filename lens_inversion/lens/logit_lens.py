@@ -120,7 +120,10 @@ def _batch_pos(act: Tensor, tokens: Tensor, key, *, cached: bool) -> Tensor:
         return act
     if not cached and act.ndim == 2 and act.shape[0] == batch * pos:
         return act.reshape(batch, pos, act.shape[-1])
-    what = f"The {key[0].value} of layer {key[1]} has shape {tuple(act.shape)}, not one vector per token of the {tuple(tokens.shape)} prompt"
+    what = (
+        f"The {key[0].value} of layer {key[1]} has shape {tuple(act.shape)}, "
+        f"not one vector per token of the {tuple(tokens.shape)} prompt"
+    )
     if cached:
         raise OptionError(f"{what}; cache the same prompt.")
     raise UnsupportedModelError(f"{what}, so the logit lens cannot decode it on this architecture.")
