@@ -5,9 +5,9 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 from ..errors import HookNeverFiredError, ReusedContextError
-from ..hooks.adapter import adapter_for
+from ..hooks.adapter import adapter_for, unwrap_model
 from ..hooks.interventions import attached
-from ..hooks.preserve import model_lock
+from ..hooks.preserve import bridge_wiring_restored, model_lock
 from .apply import compile_specs
 from .specs import Spec
 
@@ -69,9 +69,12 @@ class _Ablated(AbstractContextManager):
 
 @contextmanager
 def _ablated(model, specs: tuple) -> Iterator:
-    adapter = adapter_for(model)
-    with model_lock(adapter.model):
-        silent = yield from _ablated_body(adapter, specs)
+    # The block spans user code without `preserved`: leave the bridge's lazily wired capture
+    # hooks as they were found (Bloom never wires them itself).
+    with bridge_wiring_restored(unwrap_model(model)):
+        adapter = adapter_for(model)
+        with model_lock(adapter.model):
+            silent = yield from _ablated_body(adapter, specs)
     if silent:
         names = ", ".join(repr(s) for s in silent)
         raise HookNeverFiredError(

@@ -172,8 +172,9 @@ class ModelAdapter:
 
     # ----- the lens ------------------------------------------------------------------
     def final_norm(self, resid: Resid) -> Resid:
-        """The model's final norm, with statistics recomputed on `resid`."""
-        return self.model.ln_final(resid)
+        """The model's final norm, with statistics recomputed on `resid` (identity without one: OpenAI GPT)."""
+        norm = getattr(self.model, "_modules", {}).get("ln_final") if self.is_bridge else getattr(self.model, "ln_final", None)
+        return resid if norm is None else norm(resid)
 
     def unembed(self, normed: Resid) -> Logits:
         """Unembedding (with bias), then the model's own output transform.

@@ -16,6 +16,7 @@ not used: the call falls back to the reference path (full recomputation, all pos
 and warns, or raises in strict mode.
 """
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -79,12 +80,43 @@ class CapturePlan:
         return cls(stop=stop, acts=acts, hooks=hooks)
 
 
+_MASK_BREAKS_CAUSALITY: "weakref.WeakKeyDictionary[nn.Module, bool]" = weakref.WeakKeyDictionary()
+
+
+def _mask_breaks_causality(model) -> bool:
+    """Whether an explicit mask makes earlier positions see later tokens (OpenAI GPT's bridge).
+
+    Measured once per model: two sequences that differ only in their last token must give
+    the same logits at every earlier position.
+    """
+    known = _MASK_BREAKS_CAUSALITY.get(model)
+    if known is None:
+        vocab = int(model.cfg.d_vocab)
+        first = (torch.arange(4) * 7 + 3)[None] % vocab
+        second = first.clone()
+        second[0, -1] = (second[0, -1] + 1) % vocab
+        from .preserve import preserved
+
+        device = next(model.parameters()).device
+        try:
+            with torch.no_grad(), preserved(model):  # no hook of ours or the user's sees the probe
+                a, b = (model(t.to(device), attention_mask=torch.ones_like(t).to(device)) for t in (first, second))
+        except Exception:  # a model that cannot run this probe fails in the real call, with its own error
+            return False
+        scale = max(float(a.abs().max()), 1e-12)
+        known = _MASK_BREAKS_CAUSALITY[model] = float((a[0, :-1] - b[0, :-1]).abs().max()) > 1e-4 * scale
+    return known
+
+
 def forward_tokens(model, tokens: Tokens, **kwargs) -> Tensor:
     """The model on token ids with an explicit all-ones mask (no cache arguments).
 
     Right padding needs no mask in a causal model, and the explicit mask stops a backend
-    from masking BOS when BOS doubles as the pad token.
+    from masking BOS when BOS doubles as the pad token. A model that an explicit mask makes
+    non-causal runs without one.
     """
+    if _mask_breaks_causality(model):
+        return model(tokens, **kwargs)
     return model(tokens, attention_mask=torch.ones_like(tokens), **kwargs)
 
 

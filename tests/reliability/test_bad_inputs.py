@@ -447,7 +447,7 @@ CASES = [
         "ablation-unknown-norm",
         lambda m: _enter(m, li.BypassLayerNorm(which="ln3")),
         OPT,
-        ["not valid", "'ln3'", "'ln1', 'ln2', 'final', 'all'"],
+        ["not valid", "'ln3'", "'ln1', 'ln2', 'ln1_post', 'ln2_post', 'final', 'all'"],
     ),
     ("ablation-not-a-spec", lambda m: _enter(m, "zero"), OPT, ["Not an ablation spec", "'zero'", "RemoveResidual, ZeroComponent"]),
     ("ablation-no-spec", lambda m: _enter(m), OPT, ["no ablation spec", "Got no", r"RemoveResidual\(0"]),
