@@ -80,7 +80,7 @@ class CapturePlan:
         return cls(stop=stop, acts=acts, hooks=hooks)
 
 
-_MASK_BREAKS_CAUSALITY: "weakref.WeakKeyDictionary[nn.Module, bool]" = weakref.WeakKeyDictionary()
+_MASK_BREAKS_CAUSALITY: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
 
 
 def _mask_breaks_causality(model) -> bool:
