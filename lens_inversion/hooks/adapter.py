@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .._typing import Embeds, Logits, Resid, Tokens
 from ..errors import PromptError, TargetError, UnsupportedModelError
-from .execution import Capture, CapturePlan, forward_tokens, run_full
+from .execution import Capture, CapturePlan, forward_tokens, mask_breaks_causality, run_full
 from .interventions import HookFn, attached
 from .sites import Site, site_hook_name
 
@@ -52,6 +52,24 @@ def _backend(model) -> str:
     raise UnsupportedModelError(f"{type(model).__name__} is a hooked module but not a transformer we support.")
 
 
+def _check_residual_stream(model) -> None:
+    """Refuse a bridge without one residual stream per block: every capability reads it."""
+    blocks = getattr(model, "_modules", {}).get("blocks")
+    if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
+        stacks = [name for name, m in model.named_children() if isinstance(m, nn.ModuleList)]
+        raise UnsupportedModelError(
+            f"This {type(model).__name__} has no `blocks` stack (its layer stacks: {stacks or 'none'}); "
+            "lens_inversion reads and writes the residual stream between blocks, so it cannot run on this model."
+        )
+    missing = [f"blocks.{i}.hook_resid_post" for i in range(len(blocks)) if f"blocks.{i}.hook_resid_post" not in model.hook_dict]
+    if missing:
+        raise UnsupportedModelError(
+            f"This model's blocks expose no single residual stream ({missing[0]} is missing: they carry "
+            "several streams the model mixes, e.g. DeepSeek-V4's hyper-connections); lens_inversion reads and "
+            "writes one residual stream per block, so it cannot run on this model."
+        )
+
+
 def _describe(value) -> str:
     """A short description of an unsupported model argument: its type, and the value when it is short."""
     text = repr(value)
@@ -85,7 +103,9 @@ class ModelAdapter:
         self.model = model
         self.cfg = model.cfg
         if self.is_bridge:
+            _check_residual_stream(model)
             wire_bridge_internals(model)
+            mask_breaks_causality(model)
 
     # ----- sizes and weights ---------------------------------------------------------
     @property

@@ -83,11 +83,12 @@ class CapturePlan:
 _MASK_BREAKS_CAUSALITY: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
 
 
-def _mask_breaks_causality(model) -> bool:
+def mask_breaks_causality(model) -> bool:
     """Whether an explicit mask makes earlier positions see later tokens (OpenAI GPT's bridge).
 
-    Measured once per model: two sequences that differ only in their last token must give
-    the same logits at every earlier position.
+    Measured once per model, before any hook of ours is attached (`ModelAdapter`): two
+    sequences that differ only in their last token must give the same logits at every
+    earlier position.
     """
     known = _MASK_BREAKS_CAUSALITY.get(model)
     if known is None:
@@ -115,7 +116,7 @@ def forward_tokens(model, tokens: Tokens, **kwargs) -> Tensor:
     from masking BOS when BOS doubles as the pad token. A model that an explicit mask makes
     non-causal runs without one.
     """
-    if _mask_breaks_causality(model):
+    if _MASK_BREAKS_CAUSALITY.get(model, False):  # measured when the model's adapter is made
         return model(tokens, **kwargs)
     return model(tokens, attention_mask=torch.ones_like(tokens), **kwargs)
 

@@ -54,6 +54,14 @@ EXPECTED_REFUSALS: dict[tuple[str, str, str], tuple[str, str]] = {
     **{(arch, "*", cap): ("has no hook point", "a state-space block has no attention or MLP sub-layer")
        for arch in ("MambaForCausalLM", "Mamba2ForCausalLM", "FalconMambaForCausalLM")
        for cap in ("lens_sublayers", "zero_attn", "zero_mlp", "remove_residual_attn", "remove_residual_mlp")},
+    # Hybrids whose bridge wraps each mixer block whole: no attention / MLP output hook and no
+    # point between them in any block (their mixers differ per layer).
+    **{(arch, "*", cap): ("has no hook point", "the bridge exposes no sub-layer of these hybrid blocks")
+       for arch in ("NemotronHForCausalLM", "RecurrentGemmaForCausalLM", "Zamba2ForCausalLM")
+       for cap in ("lens_sublayers", "zero_attn", "zero_mlp", "remove_residual_attn", "remove_residual_mlp")},
+    # No single residual stream per block: HRM-Text's two block stacks, DeepSeek-V4's hyper-connections.
+    ("HrmTextForCausalLM", "*", "*"): ("has no `blocks` stack", "two recurrent block stacks (H and L), no `blocks`"),
+    ("DeepseekV4ForCausalLM", "*", "*"): ("expose no single residual stream", "several residual streams per block"),
     **{("RwkvForCausalLM", "*", cap): ("has no hook point", "an RWKV block has no attention or MLP output hook")
        for cap in ("zero_attn", "zero_mlp")},
     # A readout head split across bridge components (BERT's dense / activation / LayerNorm):

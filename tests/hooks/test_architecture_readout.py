@@ -59,3 +59,29 @@ def test_recurrent_state_models_recompute_and_stay_exact():
     assert "recurrent state" in backend_for(adapter_for(model)).reason
     checks.check_exact_last(model, tokens)
     checks.check_occlusion(model, tokens)
+
+
+@pytest.mark.parametrize(("arch", "reason"), [("HrmTextForCausalLM", "no `blocks` stack"),
+                                              ("DeepseekV4ForCausalLM", "no single residual stream")])
+def test_models_without_one_residual_stream_per_block_are_refused(arch, reason):
+    model, tokens = _load(arch)
+    with pytest.raises(li.UnsupportedModelError, match=reason):
+        li.attribute(model, tokens, progress=False)
+
+
+def test_openai_gpt_stays_causal_and_its_lens_has_no_final_norm():
+    """Its bridge loses causal masking under an explicit mask; earlier positions must not see the last token."""
+    import torch
+
+    from lens_inversion.hooks.execution import mask_breaks_causality
+
+    model, tokens = _load("OpenAIGPTLMHeadModel")
+    assert mask_breaks_causality(model)
+    adapter = adapter_for(model)
+    changed = tokens.clone()
+    changed[0, -1] = (changed[0, -1] + 1) % adapter.d_vocab
+    with torch.no_grad():
+        a, b = (adapter.run(t, need_logits=True).logits for t in (tokens, changed))
+    assert torch.equal(a[0, :-1], b[0, :-1])
+    checks.check_lens_final(model, tokens)
+    checks.check_exact_last(model, tokens)
