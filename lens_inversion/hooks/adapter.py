@@ -236,7 +236,7 @@ class ModelAdapter:
         """Raise UnsupportedModelError when the lens cannot decode as the model does."""
         if self.readout_refusal:
             raise UnsupportedModelError(f"The logit lens cannot read this model: {self.readout_refusal}. "
-                                        "Attribution, inversion and ablation still work.")
+                                        "Attribution and ablation still work.")
 
     def lens_logits(self, resid: Resid) -> Logits:
         """Decode any residual stream as the model decodes its last one."""
