@@ -44,7 +44,10 @@ def _add(point: nn.Module, fn: Callable) -> Callable[[], None]:
     def lens_hook(activation, hook):
         return fn(activation, hook)
 
+    before = list(point.fwd_hooks)
     lens_handle = point.add_hook(lens_hook, dir="fwd", is_permanent=True)
+    if lens_handle is None:  # TransformerLens 3.x returns nothing: the new entry of fwd_hooks is ours
+        lens_handle = next(h for h in point.fwd_hooks if all(h is not b for b in before))
 
     def remove() -> None:
         lens_handle.hook.remove()

