@@ -145,11 +145,10 @@ class ModelAdapter:
         """Learned position embeddings, or None for rotary/other schemes."""
         if self.is_rotary:
             return None
-        try:
-            return self.model.W_pos
-        except AttributeError:
-            pass
-        # TransformerLens 3.9's bridge exposes no W_pos; read the wrapped embedding table.
+        table = getattr(self.model, "W_pos", None)  # the bridge's property raises AttributeError without one
+        if isinstance(table, Tensor):
+            return table
+        # TransformerLens 3.9's bridge exposes no W_pos: read the wrapped embedding table.
         # Sinusoidal positions (XGLM) have no weights at all.
         weight = getattr(getattr(self.model, "_modules", {}).get("pos_embed"), "weight", None)
         return weight if isinstance(weight, Tensor) else None

@@ -14,7 +14,7 @@ import torch
 
 pytest.importorskip("transformer_lens.model_bridge")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "architectures"))
-from catalog import BuildError, model_dir, prompt_ids  # noqa: E402
+from catalog import model_dir, prompt_ids  # noqa: E402
 
 import lens_inversion as li  # noqa: E402
 
@@ -34,10 +34,7 @@ NORMS = {
 
 
 def _load(arch):
-    try:
-        directory = model_dir(arch)
-    except BuildError as error:
-        pytest.skip(f"{arch} cannot be built here: {error}")
+    directory = model_dir(arch)  # every catalog model builds offline: a BuildError is a failure
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return li.load_model(str(directory))

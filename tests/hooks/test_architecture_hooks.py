@@ -12,10 +12,10 @@ import pytest
 import torch
 from untouched import Snapshot
 
-import lens_inversion as li
 from lens_inversion.hooks import attached
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "architectures"))
+import catalog  # noqa: E402
 from catalog import model_dir  # noqa: E402
 
 # Not backend_generic: these pin TransformerLens 4's bridge. On TransformerLens 3.9's bridge
@@ -25,13 +25,7 @@ TOKENS = torch.tensor([[1, 5, 9, 14, 3, 7]])
 
 
 def _load(arch: str, **kwargs):
-    try:
-        path = model_dir(arch)
-    except Exception as error:  # noqa: BLE001 - transformers cannot build it here
-        pytest.skip(f"cannot build {arch}: {error}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return li.load_model(str(path), device="cpu", **kwargs)
+    return catalog.load(arch, **kwargs)
 
 
 def _hf_hidden(model, tokens):

@@ -1,7 +1,6 @@
 """The logit lens on architectures with unusual blocks (tiny models of tests/architectures/catalog.py)."""
 
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from untouched import Snapshot, _hooks
 import lens_inversion as li
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "architectures"))
-from catalog import model_dir  # noqa: E402
+import catalog  # noqa: E402
 
 pytestmark = pytest.mark.backend_generic
 
@@ -19,13 +18,7 @@ TOKENS = torch.tensor([1, 5, 9, 14, 3, 7])
 
 
 def _load(arch: str):
-    try:
-        path = model_dir(arch)
-    except Exception as error:  # noqa: BLE001 - transformers cannot build it here
-        pytest.skip(f"cannot build {arch}: {error}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = li.load_model(str(path), device="cpu")
+    model = catalog.load(arch)
     with torch.no_grad():
         model(TOKENS[None])  # already run once, as a user's model would be
     return model
