@@ -4,7 +4,7 @@ Compared with the final output or with the input, exactly, in bounded memory.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -20,6 +20,7 @@ from ..hooks.sites import Site
 from ..validation import check_bool, check_choice, check_int, read_prompt
 from . import metrics
 from .result import LogitLensResult
+from .translators import Readout, resolve_lens
 
 CHUNK_BYTES = 256 * 2**20  # working memory for the [cells, d_vocab] temporaries of one chunk
 _TEMPORARIES = 5  # float32 [cells, d_vocab] arrays alive at once: logits, 2 scratch, reference + its probs
@@ -140,6 +141,7 @@ def logit_lens(
     layers: "int | Sequence[int] | None" = None,
     positions: "int | slice | Sequence[int] | None" = None,
     top_k: int = 5,
+    lens="logit",
     cache=None,
     chunk_size: int | None = None,
     progress: bool = True,
@@ -162,6 +164,10 @@ def logit_lens(
         layers: blocks whose rows to include (negative allowed); default all.
         positions: an int, slice or list of positions to score; default all.
         top_k: how many top tokens per cell to keep.
+        lens: "logit" (the identity), a li.TunedLens, a TransformerLens JacobianLens, or a
+            callable fn(resid, hook_name) -> resid applied to each row before decoding.
+            Rows a trained lens has no translator for (the embedding, for a Jacobian
+            lens) are decoded with the identity; `row_lenses` records which decoded each.
         cache: a precomputed ActivationCache of this prompt holding the residual streams.
         chunk_size: cells scored at once; default from CHUNK_BYTES and the vocabulary.
         progress: show a tqdm bar (only when there are more than a few chunks).
@@ -183,13 +189,31 @@ def logit_lens(
     p = read_prompt(adapter, prompt)
     row_specs = _rows(adapter, rows, layers)
     cols = _positions(positions, p.pos)
+    readout = resolve_lens(adapter, lens)
+    row_lenses = _row_lenses(adapter, readout, row_specs)
     lens_row_verdict(adapter)  # recorded on the result; warns (or raises when strict) if the last row != logits
     with torch.no_grad():
         acts, logits = _activations(adapter, p.tokens, row_specs, cache)
-        return _score(adapter, p, row_specs, cols, acts, logits, compare, top_k, chunk_size, progress)
+        result = _score(adapter, p, row_specs, cols, acts, logits, compare, top_k, chunk_size, progress, readout)
+    return replace(result, lens=readout.kind, row_lenses=row_lenses)
 
 
-def _score(adapter, p, row_specs, cols, acts, logits, compare, top_k, chunk_size, progress) -> LogitLensResult:
+def _row_lenses(adapter: ModelAdapter, readout: Readout, row_specs: list[_Row]) -> list[str]:
+    """Which lens decodes each row ("model" for the output row); refuses uncovered sub-layer rows."""
+    probe = torch.zeros(1, adapter.d_model, device=adapter.device)
+    kinds = [readout.apply(probe, row.site, row.layer)[1] if row.site is not Site.LOGITS else "model"
+             for row in row_specs]
+    missing = [row.label for row, kind in zip(row_specs, kinds, strict=True)
+               if row.site is Site.RESID_MID and kind != readout.kind]
+    if missing:
+        raise OptionError(
+            f"This {readout.kind} lens has no translators for the sub-layer rows {missing}; use rows='blocks', "
+            "or train a li.TunedLens with sublayers=True."
+        )
+    return kinds
+
+
+def _score(adapter, p, row_specs, cols, acts, logits, compare, top_k, chunk_size, progress, readout) -> LogitLensResult:
     device = logits.device
     cols_t = torch.tensor(cols, device=device)
     lengths = p.lengths.to(device)
@@ -218,7 +242,7 @@ def _score(adapter, p, row_specs, cols, acts, logits, compare, top_k, chunk_size
         """[rows, cells, d_vocab] float32 logits of lens rows (never the output row)."""
         keys = [(row_specs[r].site, row_specs[r].layer) for r in rows]
         # Layers may live on different devices (device_map); decode where the head lives.
-        resid = torch.stack([take(acts[key].to(device), cells) for key in keys])
+        resid = torch.stack([readout.apply(take(acts[key].to(device), cells), *key)[0] for key in keys])
         return adapter.lens_logits(resid).float()
 
     def output_z(cells: slice) -> Tensor:

@@ -19,6 +19,9 @@ Metric = Literal["kl", "rank", "prob", "entropy", "cross_entropy", "top1"]
 METRICS = ("kl", "rank", "prob", "entropy", "cross_entropy", "top1")
 
 
+_LENS_NAMES = {"logit": "Logit lens", "tuned": "Tuned lens", "jacobian": "Jacobian lens", "custom": "Custom lens"}
+
+
 def _visible(token: str) -> str:
     """A token as it reads on an axis: spaces and newlines made visible, HTML escaped."""
     return html.escape(token.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥"))
@@ -42,6 +45,9 @@ class LogitLensResult:
         str_tokens, next_str_tokens: token strings per column (nested for a batch).
         row_labels, row_sites: one label and (site, layer) per row, input row first.
         positions: the prompt positions of the columns.
+        lens: the lens that decoded the rows: "logit", "tuned", "jacobian" or "custom".
+        row_lenses: per row, what decoded it: the lens's kind, "logit" where the lens has
+            no translator for that row, "model" for the output row.
     Padding cells hold NaN (−1 for token ids).
     """
     checks: tuple = field(default=(), repr=False, compare=False)  # self-check verdicts the call relied on
@@ -68,15 +74,26 @@ class LogitLensResult:
     top_k: int
     batched: bool
     vocab_strings: dict[int, str] = field(repr=False, compare=False)
+    lens: str = "logit"
+    row_lenses: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
         batch = f"{self.kl.shape[0]} prompts, " if self.batched else ""
         n_valid = int((self.next_tokens >= 0).sum())
         return (
-            f"LogitLensResult(compare={self.compare!r}, {batch}{len(self.row_labels)} rows × "
+            f"LogitLensResult(lens={self.lens!r}, compare={self.compare!r}, {batch}{len(self.row_labels)} rows × "
             f"{len(self.positions)} positions, rows: {', '.join(self.row_labels)}; "
             f"final top-1 correct at {int(self.correct.sum())}/{n_valid} positions)"
         )
+
+    @property
+    def lens_title(self) -> str:
+        """The lens's name as plots show it ("Tuned lens"; "· embedding row: logit lens" where it fell back)."""
+        name = _LENS_NAMES.get(self.lens, self.lens)
+        fallback = [label for label, kind in zip(self.row_labels, self.row_lenses, strict=False) if kind == "logit"]
+        if self.lens == "logit" or not fallback:
+            return name
+        return f"{name} (rows {', '.join(fallback)} with the logit lens)"
 
     @property
     def matches_final(self) -> Bool[Tensor, "*batch row pos"]:
@@ -187,7 +204,7 @@ class LogitLensResult:
             hover=hover,
             outline=outline,
             scale=self._scale(metric, values, clip, log, colorscale),
-            title=f"Logit lens: {title}",
+            title=f"{self.lens_title}: {title}",
             legend="outlined cell: the row's top-1 token equals the model's final top-1 · "
                    "* after a top-axis token: the model's final top-1 predicts it correctly",
             x_title="input token",
@@ -199,7 +216,7 @@ class LogitLensResult:
         """Write the heatmaps of `metrics` to one self-contained offline HTML file."""
         path = check_destination(path)
         figs = [self.plot(metric=m, index=index) for m in metrics]
-        return write_figures_html(path, figs, title=f"Logit lens ({self.compare})")
+        return write_figures_html(path, figs, title=f"{self.lens_title} ({self.compare})")
 
 
 __all__ = ["METRICS", "LogitLensResult"]
