@@ -43,6 +43,7 @@ _EXPORTS = {
     "Site": ".hooks",
     "Target": ".hooks",
     "TargetError": ".errors",
+    "TokenTrajectoryResult": ".lens.trajectory_result",
     "TruncateWidth": ".ablation",
     "UnsupportedModelError": ".errors",
     "Verdict": ".hooks.selfcheck",
@@ -61,6 +62,7 @@ _EXPORTS = {
     "orthogonal_walk": ".inversion",
     "report": ".report",
     "strict_checks": ".hooks.selfcheck",
+    "token_trajectory": ".lens.trajectory",
     "visualize_feature": ".inversion",
 }
 
@@ -106,6 +108,8 @@ if TYPE_CHECKING:  # pragma: no cover
         visualize_feature,
     )
     from .lens import LogitLensResult, logit_lens
+    from .lens.trajectory import token_trajectory
+    from .lens.trajectory_result import TokenTrajectoryResult
     from .models import load_model
     from .report import ReportResult, report
 
@@ -141,6 +145,7 @@ __all__ = [
     "Site",
     "Target",
     "TargetError",
+    "TokenTrajectoryResult",
     "TruncateWidth",
     "UnsupportedModelError",
     "Verdict",
@@ -159,6 +164,7 @@ __all__ = [
     "orthogonal_walk",
     "report",
     "strict_checks",
+    "token_trajectory",
     "visualize_feature",
 ]
 
