@@ -177,8 +177,8 @@ def _score(adapter, p, row_specs, cols, acts, logits, token_set, readout, chunk_
     rank = torch.full_like(prob, float("nan"))
     steps = [(r, slice(s, min(n_cells, s + size))) for r in range(n_rows) for s in range(0, n_cells, size)]
     work = None
-    for r, cells in tqdm(steps, desc="token trajectory", disable=not progress or len(steps) <= _QUIET_STEPS,
-                         leave=False):
+    quiet = not progress or len(steps) <= max(_QUIET_STEPS, n_rows)  # a bar only when rows need several chunks
+    for r, cells in tqdm(steps, desc="token trajectory", disable=quiet, leave=False):
         row = row_specs[r]
         where = (b_idx[cells], pos_idx[cells])
         if row.site is Site.LOGITS:

@@ -141,7 +141,7 @@ class TokenTrajectoryResult:
         where = f"position {self.positions[col]} ({_visible(str_tokens[col])})"
         fig.update_layout(
             title=wrap_title(f"{self.lens_title}: {word} of each token after {where}"),
-            xaxis_title="row", yaxis_title=word, height=420, legend=dict(orientation="h", y=-0.2),
+            xaxis_title="row", xaxis_type="category", yaxis_title=word, height=420, legend=dict(orientation="h", y=-0.2),
         )
         if metric == "rank":
             fig.update_yaxes(type="log", autorange="reversed")
