@@ -28,6 +28,7 @@ _EXPORTS = {
     "InversionResult": ".inversion",
     "InversionVerdict": ".inversion",
     "InversionWarning": ".inversion",
+    "LensComparison": ".lens.compare",
     "LensInversionError": ".errors",
     "LogitLensResult": ".lens",
     "ModelAdapter": ".hooks",
@@ -54,9 +55,12 @@ _EXPORTS = {
     "attribute": ".attribution",
     "bandwidth": ".ablation",
     "clamped_walk": ".inversion",
+    "compare_lenses": ".lens.compare",
     "decode_embeddings": ".inversion",
     "faithfulness": ".attribution",
+    "fit_jacobian_lens": ".lens.trained",
     "invert": ".inversion",
+    "load_lens": ".lens.trained",
     "load_model": ".models",
     "logit_lens": ".lens",
     "orthogonal_walk": ".inversion",
@@ -108,6 +112,8 @@ if TYPE_CHECKING:  # pragma: no cover
         visualize_feature,
     )
     from .lens import LogitLensResult, logit_lens
+    from .lens.compare import LensComparison, compare_lenses
+    from .lens.trained import fit_jacobian_lens, load_lens
     from .lens.trajectory import token_trajectory
     from .lens.trajectory_result import TokenTrajectoryResult
     from .models import load_model
@@ -130,6 +136,7 @@ __all__ = [
     "InversionResult",
     "InversionVerdict",
     "InversionWarning",
+    "LensComparison",
     "LensInversionError",
     "LogitLensResult",
     "ModelAdapter",
@@ -156,9 +163,12 @@ __all__ = [
     "attribute",
     "bandwidth",
     "clamped_walk",
+    "compare_lenses",
     "decode_embeddings",
     "faithfulness",
+    "fit_jacobian_lens",
     "invert",
+    "load_lens",
     "load_model",
     "logit_lens",
     "orthogonal_walk",

@@ -18,6 +18,8 @@ from .hooks.fast_paths import run_all
 from .hooks.sites import Site, site_hook_name
 from .inversion import InversionResult, invert
 from .lens import LogitLensResult, logit_lens
+from .lens.compare import LensComparison, compare_lenses
+from .lens.trained import shipped_lenses
 from .validation import check_bool, check_choice, check_destination, check_int, check_prompt_text, check_seed, check_text
 from .viz.report import ReportBuilder
 
@@ -50,6 +52,7 @@ class ReportResult:
     timings: dict[str, float] = field(default_factory=dict)
     checks: tuple = ()  # every self-check verdict on this model (pass / unsupported / fell back / failed)
     lens_refusal: str = ""  # why the lens sections are missing (an UnsupportedModelError's message)
+    lens_comparison: LensComparison | None = None  # the logit lens beside trained lenses; None without any
     inversion_refusal: str = ""  # why the inversion rows are missing
 
     @property
@@ -120,6 +123,7 @@ def report(
     gradient_steps: int = REPORT_GRADIENT_STEPS,
     gradient_early_stop: bool = True,
     ablation: str = "zero",
+    lenses: "Sequence | None" = None,
     title: str | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -139,6 +143,8 @@ def report(
         gradient_early_stop: stop gradient inversion on that yardstick (False: run every step).
         ablation: the sweep's ablation ("zero", "mean" or "resample" of each resid_post cell;
             mean/resample use the prompt itself as reference).
+        lenses: trained lenses to compare with the logit lens (li.load_lens(...)); default
+            the lenses shipped for an embedded model, none for other models; [] for none.
         title: the page title (default names the model).
         seed: seed for gradient inversion and the sweep.
         progress: show a progress bar.
@@ -169,7 +175,11 @@ def report(
     for layer in layers:
         adapter.check_layer(layer, what="inversion layer")
 
-    steps = 2 + len(ATTRIBUTION_METHODS) + len(layers) * len(INVERSION_METHODS) + 3
+    if lenses is not None and (isinstance(lenses, (str, bytes)) or not isinstance(lenses, Sequence)):
+        raise OptionError(f"lenses must be a list of trained lenses or None; got {type(lenses).__name__}.")
+    trained = shipped_lenses(model) if lenses is None else list(lenses)
+
+    steps = 3 + len(ATTRIBUTION_METHODS) + len(layers) * len(INVERSION_METHODS) + 3
     bar = tqdm(total=steps, desc="report", disable=not progress, leave=False)
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -191,6 +201,9 @@ def report(
             lens_final = lens_input = None
             lens_refusal = str(refusal)
             bar.update(2 - bar.n)
+        # A lens the user passed that does not fit the model raises here, as logit_lens(lens=...) would.
+        comparison = step("trained lenses", lambda: compare_lenses(model, prompt, lenses=trained)
+                          if trained and lens_final is not None else None)
         attributions = {
             method: step(f"attribution ({method})", lambda m=method: attribute(model, prompt, method=m, progress=False))
             for method in ATTRIBUTION_METHODS
@@ -222,6 +235,7 @@ def report(
             lens_final=lens_final,
             lens_input=lens_input,
             lens_refusal=lens_refusal,
+            lens_comparison=comparison,
             inversion_refusal=_token_table_refusal(adapter),
             attributions=attributions,
             inversions=tuple(inversions),
@@ -280,6 +294,26 @@ def _lens_sections(page: ReportBuilder, result: ReportResult) -> None:
     )
     page.figure(result.lens_input.plot(metric="kl"))
     page.figure(result.lens_input.plot(metric="rank"))
+    _trained_lens_section(page, result.lens_comparison)
+
+
+def _trained_lens_section(page: ReportBuilder, comparison: "LensComparison | None") -> None:
+    title = "Logit lens beside trained lenses"
+    if comparison is None:
+        page.heading(title, note="Not shown: no trained lens was given for this model (pass lenses=[li.load_lens(...)]; "
+                                 "the embedded models ship a tuned and a Jacobian lens).")
+        return
+    names = ", ".join(comparison.lenses)
+    page.heading(
+        title,
+        note=f"KL(final ‖ row) in nats, averaged over the prompt's positions, for the {names} lens: a tuned lens "
+        "(per-layer affine translators trained to match the final output) should sit below the logit lens in early "
+        "layers; a Jacobian lens transports each block's output by the mean Jacobian to the last block. Hollow "
+        "markers: rows that lens has no translator for, read by the identity.",
+    )
+    page.figure(comparison.plot())
+    page.table(["lens", *comparison.row_labels],
+               [[kind, *(f"{v:.4g}" for v in row.tolist())] for kind, row in zip(comparison.lenses, comparison.kl, strict=True)])
 
 
 def _rest_of_page(page: ReportBuilder, result: ReportResult) -> None:

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ..errors import OptionError, UnsupportedModelError
 from .adapter import ModelAdapter
+from .fingerprint import unembed_hash
 from .sites import Site
 
 
@@ -50,6 +51,12 @@ def _checked(adapter: ModelAdapter, lens) -> None:
         lens.validate_model(adapter.model)
     except (TypeError, ValueError) as error:
         raise UnsupportedModelError(f"TransformerLens's Jacobian lens refuses this model: {error}") from error
+    recorded = lens.metadata.get("unembed_hash")
+    if recorded is not None and recorded != unembed_hash(adapter):
+        raise UnsupportedModelError(
+            "This Jacobian lens was fitted for another model: its recorded unembedding fingerprint "
+            f"({recorded[:12]}…) differs from this model's ({unembed_hash(adapter)[:12]}…)."
+        )
 
 
 def jacobian_translator(adapter: ModelAdapter, lens) -> Callable[[Tensor, Site, int], "Tensor | None"]:
@@ -72,8 +79,8 @@ def fit_jacobian_lens(adapter: ModelAdapter, prompts: Sequence[str], *, corpus: 
     if not adapter.is_bridge:
         raise UnsupportedModelError("The Jacobian lens supports TransformerBridge models only (TransformerLens 4).")
     try:
-        return cls.fit(adapter.model, list(prompts), corpus=corpus, max_seq_len=max_seq_len,
-                       dim_batch=dim_batch, show_progress=progress)
+        return cls.fit(adapter.model, list(prompts), corpus=corpus, max_seq_len=max_seq_len, dim_batch=dim_batch,
+                       show_progress=progress, metadata={"unembed_hash": unembed_hash(adapter)})
     except TypeError as error:
         raise UnsupportedModelError(f"TransformerLens's Jacobian lens refuses this model: {error}") from error
     except ValueError as error:  # compatibility mode, too-short prompts, bad layers
