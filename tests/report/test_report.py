@@ -47,12 +47,13 @@ def test_report_inverts_first_middle_and_last_block_with_both_methods(tiny, writ
 
 def test_report_html_is_self_contained_with_every_section(written):
     page = written.path.read_text(encoding="utf-8")
-    assert page.count("Plotly.newPlot") == 6  # lens final ×2, lens input ×2, inversion bars, ablation
+    # lens final ×2, lens input ×2, the shipped lenses beside the logit lens, inversion bars, ablation
+    assert page.count("Plotly.newPlot") == 7
     # plotly.js embedded exactly once, and nothing fetched from the network.
     assert len(re.findall(r"plotly\.js v\d", page)) == 1
     assert not re.search(r"<script[^>]+src=[\"']https?://", page)
     for heading in ("Logit lens against the final output", "Logit lens against the input",
-                    "Attribution of the next-token prediction", "Input inversion from each layer",
+                    "Logit lens beside trained lenses", "Attribution of the next-token prediction", "Input inversion from each layer",
                     "ablation of each residual-stream cell"):
         assert heading in page
     exact_text = next(r.result.text for r in written.inversions if r.method == "exact")
@@ -117,3 +118,21 @@ def test_a_broken_inversion_shows_as_failed(tiny, tmp_path, monkeypatch):
     assert any("exact search" in r and "not verified" in r and "reproduced nothing" in r for r in failed_rows)
     assert any("exact inversion of block 0 is not verified" in r for r in failed_rows)  # the summary line
     assert "Every exact inversion verified" not in page
+
+
+def test_report_compares_the_shipped_lenses_with_the_logit_lens(tiny, written):
+    comparison = written.lens_comparison
+    assert comparison.lenses[0] == "logit" and set(comparison.lenses[1:]) == {"tuned", "jacobian"}
+    alone = li.compare_lenses(tiny, PROMPT, lenses=[li.load_lens("tiny", kind=k) for k in comparison.lenses[1:]])
+    torch.testing.assert_close(comparison.kl, alone.kl, rtol=1e-5, atol=1e-6)
+    page = written.path.read_text(encoding="utf-8")
+    assert f"{float(comparison.kl[1, 1]):.4g}" in page  # the table shows the numbers
+
+
+def test_report_without_trained_lenses_says_so(tiny, tmp_path):
+    res = li.report(tiny, "The sky is blue.", path=tmp_path / "r.html", lenses=[], inversion_layers=[0],
+                    gradient_steps=2, progress=False)
+    assert res.lens_comparison is None
+    assert "Not shown: no trained lens was given for this model" in res.path.read_text(encoding="utf-8")
+    with pytest.raises(li.OptionError, match="lenses must be a list"):
+        li.report(tiny, "The sky is blue.", path=tmp_path / "r.html", lenses="tuned", progress=False)
