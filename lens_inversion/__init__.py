@@ -46,6 +46,7 @@ _EXPORTS = {
     "TargetError": ".errors",
     "TokenTrajectoryResult": ".lens.trajectory_result",
     "TruncateWidth": ".ablation",
+    "TunedLens": ".lens.tuned",
     "UnsupportedModelError": ".errors",
     "Verdict": ".hooks.selfcheck",
     "WalkResult": ".inversion",
@@ -116,6 +117,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .lens.trained import fit_jacobian_lens, load_lens
     from .lens.trajectory import token_trajectory
     from .lens.trajectory_result import TokenTrajectoryResult
+    from .lens.tuned import TunedLens
     from .models import load_model
     from .report import ReportResult, report
 
@@ -154,6 +156,7 @@ __all__ = [
     "TargetError",
     "TokenTrajectoryResult",
     "TruncateWidth",
+    "TunedLens",
     "UnsupportedModelError",
     "Verdict",
     "WalkResult",
