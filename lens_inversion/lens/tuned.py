@@ -16,8 +16,9 @@ import time
 import warnings
 from collections.abc import Iterator
 from copy import deepcopy
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 from jaxtyping import Float
@@ -129,9 +130,78 @@ class TunedLens(nn.Module):
         return lens.to(adapter.device)
 
     @classmethod
-    def train(cls, model, corpus, **options) -> "TunedLens":
-        """Train a tuned lens on `model` over `corpus` (the options: `train_tuned_lens`)."""
-        return train_tuned_lens(model, corpus, **options)
+    def train(
+        cls,
+        model,
+        corpus,
+        /,
+        *,
+        steps: int = 250,
+        tokens_per_step: int = 2**18,
+        seq_len: int | None = None,
+        loss: Literal["kl", "cross_entropy"] = "kl",
+        optimizer: Literal["sgd", "adam"] = "sgd",
+        lr_scale: float = 1.0,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-3,
+        warmup_steps: int | None = None,
+        max_grad_norm: float = 1.0,
+        seed: int = 0,
+        sublayers: bool = False,
+        shuffle_buffer: int = 1024,
+        micro_batch: int | None = None,
+        text_key: str = "text",
+        checkpoint: "str | os.PathLike | None" = None,
+        checkpoint_every: int = 50,
+        held_out=None,
+        progress: bool = True,
+    ) -> "TunedLens":
+        """Train a tuned lens by distillation to the model's final logits (Belrose et al. 2023).
+
+        The model runs under no_grad; each translator's loss is then backpropagated on its
+        own, so at most one layer's [tokens, d_vocab] graph exists at a time. The defaults
+        are the reference code's: SGD, Nesterov momentum 0.9, lr = lr_scale·(1 − β) (Adam:
+        AMSGrad, lr = lr_scale·1e-3, warm-up min(1000, steps // 5)), weight decay 1e-3,
+        gradient norm clipped to `max_grad_norm`, linear decay to 0. A corpus that runs out
+        is read again (`metadata["corpus_passes"]`).
+
+        Args:
+            model: a TransformerLens model (bridge or HookedTransformer); left exactly as it was.
+            corpus: texts, a .txt/.jsonl path (or a list of pathlib.Path), or a `datasets`
+                dataset; see `lens_inversion.lens.token_stream`.
+            steps: optimiser steps.
+            tokens_per_step: tokens per step, a multiple of `seq_len`.
+            seq_len: tokens per chunk (default: n_ctx, at most 2048).
+            loss: "kl" (KL(final ‖ lens)) or "cross_entropy" (next token).
+            optimizer: "sgd" (the reference default) or "adam".
+            lr_scale: factor on the optimiser's default learning rate.
+            momentum: SGD's momentum, or Adam's β₁.
+            weight_decay: L2 decay, towards the identity translator.
+            warmup_steps: linear warm-up steps (default: 0 for SGD, as above for Adam).
+            max_grad_norm: the gradient norm is clipped to this every step.
+            seed: seed of the corpus shuffle (the only randomness).
+            sublayers: also train translators for each block's resid_mid.
+            shuffle_buffer: chunks in the streaming shuffle buffer (0: corpus order).
+            micro_batch: chunks per forward pass (default: ~128 MiB of float32 logits).
+            text_key: the text field of .jsonl lines and dataset rows.
+            checkpoint: a file for the whole training state, written every
+                `checkpoint_every` steps and at the end; when it exists, training resumes
+                from it and ends bit-identical to an uninterrupted run.
+            checkpoint_every: steps between checkpoints.
+            held_out: a corpus to measure held-out KL per row on (`metadata["held_out"]`).
+            progress: a tqdm bar with the loss and tokens/s.
+
+        Returns:
+            The trained TunedLens, bound to the model's fingerprint.
+        """
+        opts = TrainOptions(
+            steps=steps, tokens_per_step=tokens_per_step, seq_len=seq_len, loss=loss, optimizer=optimizer,
+            lr_scale=lr_scale, momentum=momentum, weight_decay=weight_decay, warmup_steps=warmup_steps,
+            max_grad_norm=max_grad_norm, seed=seed, sublayers=sublayers, shuffle_buffer=shuffle_buffer,
+            micro_batch=micro_batch, text_key=text_key,
+        )
+        return train_tuned_lens(model, corpus, opts, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                                held_out=held_out, progress=progress)
 
     # ----- reading rows ---------------------------------------------------------------
     def translator_index(self, site: Site, layer: int | None) -> tuple[bool, int] | None:
@@ -450,47 +520,9 @@ class TrainOptions:
         return max(0.0, (self.steps - step) / max(1, self.steps - self.warmup_steps))
 
 
-def train_tuned_lens(
-    model,
-    corpus,
-    /,
-    *,
-    checkpoint: "str | os.PathLike | None" = None,
-    checkpoint_every: int = 50,
-    held_out=None,
-    progress: bool = True,
-    **options,
-) -> TunedLens:
-    """Train a tuned lens by distillation to the model's final logits (Belrose et al. 2023).
-
-    The model runs under no_grad; each translator's loss is then backpropagated on its own,
-    so at most one layer's [tokens, d_vocab] graph exists at a time. `tokens_per_step` tokens
-    (whole `seq_len` chunks) make one optimiser step, in micro-batches of `micro_batch` chunks.
-    The defaults are the reference code's: SGD with Nesterov momentum 0.9 and lr 1 − β (or
-    AMSGrad Adam, lr 1e-3, with warm-up), weight decay 1e-3, gradient norm clipped to 1,
-    linear decay. The corpus is read again when it runs out (recorded as `corpus_passes`).
-
-    Args:
-        model: a TransformerLens model (bridge or HookedTransformer); left exactly as it was.
-        corpus: texts, .txt/.jsonl paths or a `datasets` dataset (`lens.token_stream`).
-        checkpoint: a file for the full training state, written every `checkpoint_every`
-            steps and at the end; when it exists, training resumes from it (bit-identical).
-        checkpoint_every: steps between checkpoints.
-        held_out: texts (any corpus) to measure held-out KL per row on, into `metadata`.
-        progress: a tqdm bar with the loss and tokens/s.
-        **options: the fields of `TrainOptions` (steps, tokens_per_step, seq_len, loss,
-            optimizer, lr_scale, momentum, weight_decay, warmup_steps, max_grad_norm, seed,
-            sublayers, shuffle_buffer, micro_batch, text_key).
-
-    Returns:
-        The trained TunedLens, bound to the model's fingerprint.
-    """
-    unknown = sorted(set(options) - {f.name for f in fields(TrainOptions)})
-    if unknown:
-        valid = ", ".join(f.name for f in fields(TrainOptions))
-        raise OptionError(f"Unknown option(s) {unknown} for TunedLens.train; valid: {valid}, checkpoint, "
-                          "checkpoint_every, held_out, progress.")
-    opts = TrainOptions(**options)
+def train_tuned_lens(model, corpus, opts: TrainOptions, *, checkpoint=None, checkpoint_every: int = 50,
+                     held_out=None, progress: bool = True) -> TunedLens:
+    """`TunedLens.train` with its options as a TrainOptions: checked here, before the model is touched."""
     opts.check()
     check_int("checkpoint_every", checkpoint_every, low=1)
     check_bool("progress", progress)

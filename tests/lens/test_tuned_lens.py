@@ -261,12 +261,16 @@ def test_the_tuned_lens_package_writes_what_we_read_and_reads_what_we_write(tiny
     (dict(tokens_per_step=1000), "multiple of seq_len=64.*960 or 1024"),
     (dict(seq_len=4096), "longer than the model's context"),
     (dict(sublayers="yes"), "sublayers='yes' is not valid"),
-    (dict(learning_rate=1.0), "Unknown option.*learning_rate.*valid: steps"),
     (dict(progress=1), "progress=1 is not valid"),
 ])
 def test_bad_options(tiny, corpus, options, match):
     with pytest.raises(OptionError, match=match):
         TunedLens.train(tiny, corpus, **{**SMALL, **options})
+
+
+def test_unknown_option_is_a_type_error(tiny, corpus):
+    with pytest.raises(TypeError, match="learning_rate"):
+        TunedLens.train(tiny, corpus, learning_rate=1.0)
 
 
 def test_bad_corpora(tiny, tmp_path):
@@ -339,3 +343,19 @@ def test_bad_directories(tmp_path):
     (bad / "config.json").write_text(json.dumps({"d_model": "8", "num_hidden_layers": 2}))
     with pytest.raises(OptionError, match="'d_model' as a positive integer"):
         TunedLens.load(bad)
+
+
+def test_read_out_through_the_logit_lens(tiny):
+    """li.logit_lens(lens=TunedLens) decodes each row through its translator: KL against a direct computation."""
+    lens = _randomise(TunedLens.from_model(tiny, sublayers=True), scale=0.02)
+    adapter = adapter_for(tiny)
+    result = li.logit_lens(tiny, "The sky is blue. The sky is", lens=lens, rows="sublayers", progress=False)
+    assert result.lens == "tuned" and set(result.row_lenses[:-1]) == {"tuned"}
+    tokens = result.tokens[None]
+    run = adapter.run(tokens, capture=lens.row_keys(), need_logits=True)
+    final = run.logits[0].float().log_softmax(-1)
+    with torch.no_grad():
+        for row, key in enumerate(lens.row_keys()):
+            z = adapter.lens_logits(lens.translator_for(run[key], *key))[0].float().log_softmax(-1)
+            kl = (final.exp() * (final - z)).sum(-1)
+            assert_close(result.kl[row], kl, rtol=1e-4, atol=1e-5)
