@@ -34,6 +34,9 @@ def screenshot(html: Path, png: Path, *, width: int, height: int) -> None:
     print(f"wrote {png}")
 
 
+LENS_PROMPT = "The sky is blue. Paris is the capital of France. The cat says meow."  # docs/trained_lenses.md
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=IMG)
@@ -50,6 +53,14 @@ def main() -> None:
         screenshot(tmp / "ablation.html", args.out / "ablation.png", width=1000, height=480)
         write_figures_html(tmp / "inversion.html", report.inversion_figure())
         screenshot(tmp / "inversion.html", args.out / "inversion.png", width=900, height=400)
+        lenses = [li.load_lens("tiny", kind=kind, model=model) for kind in ("tuned", "jacobian")]
+        comparison = li.compare_lenses(model, LENS_PROMPT, lenses=lenses)
+        write_figures_html(tmp / "trained_lenses.html", comparison.plot())
+        screenshot(tmp / "trained_lenses.html", args.out / "trained_lenses.png", width=900, height=420)
+        trajectory = li.token_trajectory(model, "The capital of France is", multi_token="first",
+                                         tokens=[" Paris", " France", " London", " París"])
+        write_figures_html(tmp / "token_trajectory.html", trajectory.plot())
+        screenshot(tmp / "token_trajectory.html", args.out / "token_trajectory.png", width=900, height=470)
 
 
 if __name__ == "__main__":
