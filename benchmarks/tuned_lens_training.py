@@ -31,7 +31,8 @@ import torch
 import lens_inversion as li
 from lens_inversion.hooks.adapter import adapter_for
 from lens_inversion.lens.token_stream import token_chunks
-from lens_inversion.lens.tuned import TunedLens, evaluate_lens
+from lens_inversion.lens.tuned import TunedLens
+from lens_inversion.lens.tuned_eval import evaluate_lens
 from lens_inversion.models.corpus import documents
 from lens_inversion.models.loader import ASSETS
 

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ..errors import OptionError, UnsupportedModelError
 from .adapter import ModelAdapter
-from .fingerprint import unembed_hash
+from .fingerprint import fingerprints_match, unembed_fingerprint, unembed_hash
 from .sites import Site
 
 
@@ -51,7 +51,20 @@ def _checked(adapter: ModelAdapter, lens) -> None:
         lens.validate_model(adapter.model)
     except (TypeError, ValueError) as error:
         raise UnsupportedModelError(f"TransformerLens's Jacobian lens refuses this model: {error}") from error
-    recorded = lens.metadata.get("unembed_hash")
+    _check_fingerprint(adapter, lens.metadata)
+
+
+def _check_fingerprint(adapter: ModelAdapter, metadata: dict) -> None:
+    """Refuse another model: by the unembedding fingerprint when recorded, else by tuned-lens's hash."""
+    fingerprint = metadata.get("fingerprint")
+    if fingerprint is not None:
+        if not fingerprints_match(fingerprint, unembed_fingerprint(adapter)):
+            raise UnsupportedModelError(
+                "This Jacobian lens was fitted for another model: its recorded unembedding fingerprint differs "
+                "from this model's (other weights, or compatibility mode's folded and centred ones)."
+            )
+        return
+    recorded = metadata.get("unembed_hash")
     if recorded is not None and recorded != unembed_hash(adapter):
         raise UnsupportedModelError(
             "This Jacobian lens was fitted for another model: its recorded unembedding fingerprint "
@@ -74,13 +87,14 @@ def jacobian_translator(adapter: ModelAdapter, lens) -> Callable[[Tensor, Site, 
 
 def fit_jacobian_lens(adapter: ModelAdapter, prompts: Sequence[str], *, corpus: str, max_seq_len: int,
                       dim_batch: int, progress: bool):
-    """Fit a JacobianLens with TransformerLens's estimator on a raw bridge."""
+    """Fit a JacobianLens with TransformerLens's estimator on a raw bridge, recording the model's fingerprints."""
     cls = jacobian_lens_class()
     if not adapter.is_bridge:
         raise UnsupportedModelError("The Jacobian lens supports TransformerBridge models only (TransformerLens 4).")
     try:
         return cls.fit(adapter.model, list(prompts), corpus=corpus, max_seq_len=max_seq_len, dim_batch=dim_batch,
-                       show_progress=progress, metadata={"unembed_hash": unembed_hash(adapter)})
+                       show_progress=progress,
+                       metadata={"unembed_hash": unembed_hash(adapter), "fingerprint": unembed_fingerprint(adapter)})
     except TypeError as error:
         raise UnsupportedModelError(f"TransformerLens's Jacobian lens refuses this model: {error}") from error
     except ValueError as error:  # compatibility mode, too-short prompts, bad layers

@@ -84,7 +84,7 @@ def compare_lenses(model, prompt, /, *, lenses: Sequence, positions=None) -> Len
                           row_lenses=[results[k].row_lenses for k in kinds], results=results)
 
 
-def _mean_over_positions(result: LogitLensResult) -> Float[Tensor, "row"]:
+def _mean_over_positions(result: LogitLensResult) -> Float[Tensor, " row"]:
     return result.kl[:, result.valid].mean(-1)
 
 

@@ -12,7 +12,8 @@ from typing import Literal
 
 from ..errors import LensInversionError, ModelNotFoundError, OptionError
 from ..hooks.adapter import adapter_for
-from ..hooks.jacobian import fit_jacobian_lens as _fit_jacobian, load_jacobian_lens
+from ..hooks.jacobian import fit_jacobian_lens as _fit_jacobian
+from ..hooks.jacobian import load_jacobian_lens
 from ..models.loader import ASSETS, EMBEDDED
 from ..validation import check_bool, check_choice, check_int, check_text
 

@@ -11,7 +11,7 @@ from lens_refs import resid_rows
 import lens_inversion as li
 from lens_inversion.errors import ModelNotFoundError, OptionError, UnsupportedModelError
 from lens_inversion.hooks.adapter import adapter_for
-from lens_inversion.hooks.fingerprint import unembed_hash
+from lens_inversion.hooks.fingerprint import fingerprints_match, unembed_fingerprint, unembed_hash
 
 PROMPT = "The sky is blue. Paris is the capital of France. The cat says meow and the dog says woof."
 ASSETS = Path(li.__file__).parent / "models" / "assets"
@@ -47,10 +47,18 @@ def test_shipped_jacobian_lens_reads_tiny_as_transport_then_readout(tiny):
             assert_close(result.kl[layer + 1], kl, atol=2e-5, rtol=1e-4)
 
 
-def test_a_lens_refuses_another_model():
+def test_a_lens_refuses_another_model(tmp_path):
     other = li.load_model("tiny-llama")
+    shipped = li.load_lens("tiny", kind="jacobian")
+    assert "fingerprint" in shipped.metadata and "unembed_hash" in shipped.metadata
     with pytest.raises(UnsupportedModelError, match="fitted for another model"):
         li.load_lens("tiny", kind="jacobian", model=other)
+    # A lens recording only tuned-lens's hash (as fitted before the fingerprint) is checked by the hash.
+    del shipped.metadata["fingerprint"]
+    shipped.save(str(tmp_path / "hash_only.pt"))
+    li.load_lens(str(tmp_path / "hash_only.pt"), kind="jacobian", model=li.load_model("tiny"))
+    with pytest.raises(UnsupportedModelError, match="fitted for another model"):
+        li.load_lens(str(tmp_path / "hash_only.pt"), kind="jacobian", model=other)
 
 
 @pytest.mark.parametrize("kind", ["tuned", "jacobian"])
@@ -81,6 +89,7 @@ def test_fit_jacobian_lens_wraps_transformer_lens_and_records_the_fingerprint(ti
     for layer in theirs.source_layers:
         assert_close(lens.jacobians[layer], theirs.jacobians[layer], atol=1e-6, rtol=1e-5)
     assert lens.metadata["unembed_hash"] == unembed_hash(adapter_for(tiny))
+    assert fingerprints_match(lens.metadata["fingerprint"], unembed_fingerprint(adapter_for(tiny)))
     lens.save(str(tmp_path / "j.pt"))
     again = li.load_lens(str(tmp_path / "j.pt"), kind="jacobian", model=tiny)
     assert again.metadata["unembed_hash"] == lens.metadata["unembed_hash"]

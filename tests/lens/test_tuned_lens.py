@@ -21,7 +21,7 @@ from lens_inversion.hooks.adapter import adapter_for
 from lens_inversion.hooks.fingerprint import unembed_hash
 from lens_inversion.hooks.preserve import preserved
 from lens_inversion.hooks.sites import Site
-from lens_inversion.lens import tuned as tuned_module
+from lens_inversion.lens import tuned_training
 from lens_inversion.lens.token_stream import token_chunks
 from lens_inversion.lens.tuned import LensMismatchWarning, TunedLens
 from lens_inversion.models.corpus import documents
@@ -119,7 +119,7 @@ def test_loss_and_gradient_match_hf_hidden_states(tiny, hf_tiny, loss):
     lens = _randomise(TunedLens.from_model(tiny)).requires_grad_(True)
     tokens = next(iter(token_chunks(adapter, list(documents(40)), seq_len=48))).reshape(2, 24)
     with preserved(tiny):  # frozen model parameters, as in training
-        ours = tuned_module._accumulate(adapter, lens, tokens, loss, n_tokens=1)
+        ours = tuned_training._accumulate(adapter, lens, tokens, loss, n_tokens=1)
     ours_grads = [p.grad.clone() for p in lens.parameters()]
 
     ref = _randomise(TunedLens.from_model(tiny)).requires_grad_(True)
@@ -151,7 +151,7 @@ def test_checkpoint_resume_is_bit_identical(tiny, corpus, tmp_path, monkeypatch)
     options = dict(SMALL, steps=5, optimizer="adam", shuffle_buffer=8, seed=3)
     straight = _weights(TunedLens.train(tiny, corpus, **options))
     checkpoint = tmp_path / "run.ckpt"
-    real_step = tuned_module._train_step
+    real_step = tuned_training._train_step
 
     def interrupted(adapter, lens, optimizer, batch, opts, step):
         if step == 3:
@@ -159,11 +159,11 @@ def test_checkpoint_resume_is_bit_identical(tiny, corpus, tmp_path, monkeypatch)
         return real_step(adapter, lens, optimizer, batch, opts, step)
 
     snapshot = Snapshot(tiny)
-    monkeypatch.setattr(tuned_module, "_train_step", interrupted)
+    monkeypatch.setattr(tuned_training, "_train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
         TunedLens.train(tiny, corpus, checkpoint=checkpoint, checkpoint_every=2, **options)
     snapshot.assert_unchanged()
-    monkeypatch.setattr(tuned_module, "_train_step", real_step)
+    monkeypatch.setattr(tuned_training, "_train_step", real_step)
     assert torch.load(checkpoint, weights_only=True)["run"]["step"] == 2
     resumed = TunedLens.train(tiny, corpus, checkpoint=checkpoint, checkpoint_every=2, **options)
     assert resumed.metadata["tokens_seen"] == 5 * 512
