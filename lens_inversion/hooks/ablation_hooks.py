@@ -77,6 +77,16 @@ def write_site(adapter: ModelAdapter, site: Site, layer: int | None, rewrite: Re
     return HookPlan(writers=[(name, write_mid)], fixes=[(site_hook_name(Site.RESID_POST, layer), carry)])
 
 
+def _attention_only(adapter: ModelAdapter) -> bool:
+    """HookedTransformer's `attn_only` blocks: attention and no MLP (its MLP hooks never fire)."""
+    return not adapter.is_bridge and bool(getattr(adapter.cfg, "attn_only", False))
+
+
+def _refuse_missing_mlp(adapter: ModelAdapter, what: str) -> None:
+    if _attention_only(adapter):
+        raise UnsupportedModelError(f"{what} needs an MLP, but this model is attention-only (its blocks have no MLP).")
+
+
 def _check_sequential(adapter: ModelAdapter) -> None:
     if getattr(adapter.cfg, "parallel_attn_mlp", False):
         raise UnsupportedModelError(
@@ -96,13 +106,19 @@ def remove_residual(adapter: ModelAdapter, layer: int, around: str) -> HookPlan:
     own hooks.
     """
     _check_sequential(adapter)
+    if around == "mlp":
+        _refuse_missing_mlp(adapter, "Removing the residual connection around the MLP")
+    state: dict[str, Tensor] = {}
+    if _attention_only(adapter):  # resid_post = resid_pre + attn_out: keep only attn_out
+        read = HookPlan(readers=[(site_hook_name(Site.RESID_PRE, layer), _store(state, "pre"))])
+        write = HookPlan(writers=[(site_hook_name(Site.RESID_POST, layer), lambda x, hook: x - state["pre"])])
+        return read + write
     mid = site_hook_name(Site.RESID_MID, layer)
     if mid not in adapter.model.hook_dict:
         raise UnsupportedModelError(
             f"Removing a residual connection needs the residual stream between attention and MLP, but block "
             f"{layer} has no hook point {mid!r} (a state-space or fused block has no such point)."
         )
-    state: dict[str, Tensor] = {}
     if around == "attn":
         read = HookPlan(readers=[(site_hook_name(Site.RESID_PRE, layer), _store(state, "pre"))])
         return read + write_site(adapter, Site.RESID_MID, layer, lambda x: x - state["pre"])
@@ -113,6 +129,8 @@ def remove_residual(adapter: ModelAdapter, layer: int, around: str) -> HookPlan:
 
 def zero_component(adapter: ModelAdapter, layer: int, component: str) -> HookPlan:
     """Block `layer`'s attention or MLP output set to zero."""
+    if component != "attn":
+        _refuse_missing_mlp(adapter, "Zeroing the MLP")
     site = Site.ATTN_OUT if component == "attn" else Site.MLP_OUT
     return write_site(adapter, site, layer, torch.zeros_like)
 
@@ -156,9 +174,9 @@ def _is_identity(adapter: ModelAdapter, prefix: str) -> bool:
 def _slot(adapter: ModelAdapter, kind: str, layer: int | None) -> NormSlot | None:
     """The norm of this kind in block `layer` (or the final norm), or None where there is none."""
     if not adapter.is_bridge:
-        if kind not in ("ln1", "ln2", FINAL):
-            return None
-        norm = {"ln1": Norm.LN1, "ln2": Norm.LN2, FINAL: Norm.FINAL}[kind]
+        if kind in ("ln2", "ln2_post") and _attention_only(adapter):
+            return None  # (TransformerLens's weight folding adds an ln2 that never runs)
+        norm = Norm.FINAL if kind == FINAL else Norm(kind)
         prefix = norm_hook_name(norm, layer, "scale").removesuffix(".hook_scale")
         return NormSlot(kind, layer, prefix) if _has_points(adapter, prefix, ("scale",)) else None
     attrs = ("ln_final",) if kind == FINAL else _BRIDGE_SLOTS[kind]
@@ -253,8 +271,24 @@ def _norm_math(adapter: ModelAdapter, slot: NormSlot) -> _NormMath:
     return _NormMath(centred, eps, bias if isinstance(bias, Tensor) else None)
 
 
+def _ht_normalizes_output(adapter: ModelAdapter, slot: NormSlot) -> bool:
+    """HookedTransformer: whether the norm acts on a sub-layer's output, whose input no hook shows.
+
+    That is ln1_post / ln2_post (Gemma-2), and ln1 / ln2 of post-norm blocks (OLMo-2).
+    """
+    if slot.kind.endswith("_post"):
+        return True
+    if slot.layer is None:
+        return False
+    try:
+        from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+    except ImportError:  # older 3.x: no post-norm blocks
+        return False
+    return getattr(adapter.cfg, "original_architecture", None) in POST_NORM_ARCHITECTURES
+
+
 def _norm_input_site(adapter: ModelAdapter, norm: Norm, layer: int | None) -> str:
-    """HookedTransformer: the residual hook whose value the norm normalizes."""
+    """HookedTransformer: the residual hook whose value a pre-norm normalizes."""
     if norm is Norm.FINAL:
         return site_hook_name(Site.RESID_POST, adapter.n_layers - 1)
     if norm is Norm.LN1 or getattr(adapter.cfg, "parallel_attn_mlp", False):
@@ -295,9 +329,24 @@ def bypass_norm(adapter: ModelAdapter, slot: NormSlot) -> HookPlan:
             value = value / weight
         return value.to(x.dtype)
 
+    normalized = norm_hook_name(norm, layer, "normalized")
+    if _ht_normalizes_output(adapter, slot):  # no hook shows the input: rebuild it from the norm's own hooks
+        if "RMS" not in type(module).__name__:
+            raise UnsupportedModelError(
+                f"Cannot bypass {slot.describe()}: it is a LayerNorm on a sub-layer's output, and HookedTransformer "
+                "shows neither its input nor the mean it removes; FreezeLayerNorm and "
+                "BypassLayerNorm(mode='unit_scale') still work."
+            )
+
+        def unscale(x, hook):  # RMSNorm: normalized = input / scale
+            state["in"] = x * state.pop("scale")
+            return undo_affine(x, hook)
+
+        return HookPlan(readers=[(norm_hook_name(norm, layer, "scale"), _store(state, "scale"))],
+                        writers=[(normalized, unscale)])
     return HookPlan(
         readers=[(_norm_input_site(adapter, norm, layer), _store(state, "in"))],
-        writers=[(norm_hook_name(norm, layer, "normalized"), undo_affine)],
+        writers=[(normalized, undo_affine)],
     )
 
 

@@ -4,6 +4,7 @@ TransformerBridge (4.x, raw or compatibility mode) and HookedTransformer (3.x): 
 difference between backends is handled here.
 """
 
+import weakref
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -106,6 +107,7 @@ class ModelAdapter:
             _check_residual_stream(model)
             wire_bridge_internals(model)
             mask_breaks_causality(model)
+            self._output_transform  # noqa: B018 - measured before any hook of ours is attached
 
     # ----- sizes and weights ---------------------------------------------------------
     @property
@@ -204,12 +206,27 @@ class ModelAdapter:
         applies. HookedTransformer and older bridges declare only a soft-cap in the config.
         """
         logits = self.model.unembed(normed)
-        transform = getattr(getattr(self.model, "adapter", None), "apply_output_logits_transform", None)
-        if self.is_bridge and callable(transform):
+        transform = self._output_transform
+        if transform is not None:
             return transform(logits)
+        if self.is_bridge:
+            return logits
         if self.softcap is not None:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
+
+    @property
+    def _output_transform(self) -> Callable[[Tensor], Tensor] | None:
+        """The bridge adapter's output-logits transform, if the model's logits really pass through it.
+
+        Measured once per model and head weights (`output_transform_applies`): TransformerLens
+        3.9's Cohere adapter folds the logit scale into the head in compatibility mode and still
+        reports it in its transform, which would apply it twice.
+        """
+        transform = getattr(getattr(self.model, "adapter", None), "apply_output_logits_transform", None)
+        if not (self.is_bridge and callable(transform)):
+            return None
+        return transform if output_transform_applies(self, transform) else None
 
     @cached_property
     def _prediction_head(self) -> nn.Module | None:
@@ -432,6 +449,47 @@ class ModelAdapter:
     def ablation_context(self, hooks: Sequence[tuple[str, HookFn]]):
         """Hooks active for a whole block of user code (see ablation.ablated)."""
         return attached(self.model, hooks) if hooks else nullcontext([])
+
+
+_OUTPUT_TRANSFORM: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, bool]]" = weakref.WeakKeyDictionary()
+
+
+def output_transform_applies(adapter: ModelAdapter, transform: Callable[[Tensor], Tensor]) -> bool:
+    """Whether the model's logits are `transform(unembed(...))` rather than the bare head's output.
+
+    Probed on four tokens (the final norm and head run on the last block's output, with and
+    without the transform, against the model's own logits) once per model and per version
+    of the head's weights, since compatibility mode may fold the transform into them. Where
+    neither matches (or the probe cannot run) the transform is kept: the lens's self-check
+    reports the disagreement.
+    """
+    model = adapter.model
+    key = tuple((p.data_ptr(), p._version) for p in model.unembed.parameters())
+    known = _OUTPUT_TRANSFORM.get(model)
+    if known is not None and known[0] == key:
+        return known[1]
+    applies = True
+    if not adapter.readout_refusal:
+        from .preserve import preserved
+
+        tokens = ((torch.arange(4) * 7 + 3) % adapter.d_vocab)[None].to(adapter.device)
+        got: list[Tensor] = []
+        last = site_hook_name(Site.RESID_POST, adapter.n_layers - 1)
+        try:
+            with torch.no_grad(), preserved(model):
+                with attached(model, [(last, lambda x, hook: got.append(x))]):
+                    out = adapter._forward(tokens).float()
+                normed = adapter.final_norm(got[-1])
+                if adapter._prediction_head is not None:
+                    normed = adapter._prediction_head(normed)
+                head = model.unembed(normed)
+                with_transform = float((transform(head).float() - out).abs().max())
+                without = float((head.float() - out).abs().max())
+            applies = not (without < with_transform and without <= 1e-4 * max(float(out.abs().max()), 1.0))
+        except Exception:  # noqa: BLE001 - a model that cannot run the probe fails in the real call
+            applies = True
+    _OUTPUT_TRANSFORM[model] = (key, applies)
+    return applies
 
 
 def wire_bridge_internals(model: nn.Module) -> None:

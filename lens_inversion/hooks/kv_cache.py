@@ -11,13 +11,15 @@ One interface, three implementations:
 - `Recompute`: no cache; callers run the full sequence (the reference path).
 
 Whether a backend really reproduces the full run is not assumed: `execution` checks it
-once per model (`selfcheck`) and falls back to `Recompute` when it does not.
+once per model (`selfcheck`) and falls back to `Recompute` when it does not. A bridge whose
+attention never writes the cache it is handed gets `Recompute` from the start, with the reason.
 """
 
 import abc
 import copy
 import inspect
 import warnings
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -230,6 +232,38 @@ def _hf_refusal(original) -> str:
     return ""
 
 
+_CACHE_WRITES: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
+
+
+def _unwritten_cache(model: nn.Module, backend: HFCache) -> str:
+    """Why the bridge leaves transformers' cache empty ("" when its attention writes it).
+
+    Some attention bridges compute attention themselves and never update the cache they are
+    handed (TransformerLens 3.9's MPT ALiBi attention), so a prefix cache holds nothing. Probed
+    once per model on two tokens, by handing the model an empty cache directly (not through
+    `build`, whose own failures are the self-check's to catch): such a model has no cache
+    backend, like a recurrent one (`_hf_refusal`), rather than a fast path whose self-check
+    must fail on every call.
+    """
+    known = _CACHE_WRITES.get(model)
+    if known is None:
+        from .preserve import preserved
+
+        tokens = ((torch.arange(2) * 7 + 3) % int(model.cfg.d_vocab))[None].to(next(model.parameters()).device)
+        try:
+            with torch.no_grad(), preserved(model):
+                cache = backend._empty(model)
+                backend._call(model, tokens, cache, width=2, stop=None)
+                held = backend.length(cache)
+        except Exception:  # noqa: BLE001 - the self-check reports a backend that cannot run
+            held = 2
+        known = "" if held == 2 else (
+            f"{type(model.original_model).__name__}'s attention bridge does not write the key/value cache "
+            f"(it holds {held} of 2 positions after a prefix)")
+        _CACHE_WRITES[model] = known
+    return known
+
+
 def backend_for(adapter) -> CacheBackend:
     """The cache backend this model supports (unverified), or `Recompute` with the reason."""
     if not adapter.is_bridge:
@@ -244,7 +278,11 @@ def backend_for(adapter) -> CacheBackend:
     if not isinstance(original, PreTrainedModel):
         return Recompute("the bridge wraps no transformers model")
     refusal = _hf_refusal(original)
-    return Recompute(refusal) if refusal else HFCache(adapter.model)
+    if refusal:
+        return Recompute(refusal)
+    backend = HFCache(adapter.model)
+    unwritten = _unwritten_cache(adapter.model, backend)
+    return Recompute(unwritten) if unwritten else backend
 
 
 __all__ = ["CacheBackend", "CachedBackend", "HFCache", "HookedCache", "Recompute", "backend_for"]

@@ -35,10 +35,12 @@ class Site(str, Enum):
 
 
 class Norm(str, Enum):
-    """A normalization module: the two per block and the final one."""
+    """A normalization module: those of a block (before and after each sub-layer) and the final one."""
 
     LN1 = "ln1"
     LN2 = "ln2"
+    LN1_POST = "ln1_post"
+    LN2_POST = "ln2_post"
     FINAL = "ln_final"
 
 
