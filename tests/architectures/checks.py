@@ -353,6 +353,49 @@ def _spec_check(make_spec, *, changes: bool = True):
     return check
 
 
+def _identity_norms_reference(model, tokens, which: str):
+    """Logits with TransformerLens's own norm modules replaced by the identity (plain torch forward
+    hooks returning the module's input), or None where the norms are not TransformerLens's own
+    modules (a bridge wraps Hugging Face's; there the spec check stands alone)."""
+    if hasattr(model, "original_model"):
+        return None
+    names = [f"blocks.{i}.{kind}" for i in range(model.cfg.n_layers)
+             for kind in ("ln1", "ln1_post", "ln2", "ln2_post")] if which == "all" else []
+    modules = [m for name in [*names, "ln_final"] if (m := _submodule(model, name)) is not None]
+    handles = [m.register_forward_hook(lambda module, args, out: args[0]) for m in modules]
+    try:
+        return logits_of(model, tokens)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _submodule(model, name: str):
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        return None
+    return None if isinstance(module, torch.nn.Identity) else module
+
+
+def _bypass_check(which: str):
+    def check(model, tokens):
+        import lens_inversion as li
+
+        spec = li.BypassLayerNorm() if which == "all" else li.BypassLayerNorm(which=which)
+        detail = _spec_check(lambda m: spec)(model, tokens)
+        reference = _identity_norms_reference(model, tokens, which)
+        if reference is None:
+            return detail
+        with li.ablated(model, spec):
+            inside = logits_of(model, tokens)
+        diff = _close(f"{spec!r} vs the norm modules replaced by the identity", inside, reference,
+                      rtol=1e-4, atol=1e-4)
+        return f"{detail}; vs identity norms {diff:.2g}"
+
+    return check
+
+
 def _layer_with(model, hook: str) -> int:
     """The first block that has `hook` (a hybrid's layer 0 may be a state-space layer); else 0."""
     names = getattr(model, "hook_dict", {})
@@ -371,8 +414,8 @@ def _specs():
         "zero_mlp": _spec_check(lambda m: li.ZeroComponent(_layer_with(m, "hook_mlp_out"), "mlp")),
         "remove_residual_attn": _spec_check(lambda m: li.RemoveResidual(_layer_with(m, "hook_attn_out"), around="attn")),
         "remove_residual_mlp": _spec_check(lambda m: li.RemoveResidual(_layer_with(m, "hook_mlp_out"), around="mlp")),
-        "bypass_layernorm": _spec_check(lambda m: li.BypassLayerNorm()),
-        "bypass_final_norm": _spec_check(lambda m: li.BypassLayerNorm(which="final")),
+        "bypass_layernorm": _bypass_check("all"),
+        "bypass_final_norm": _bypass_check("final"),
         "freeze_layernorm": _spec_check(lambda m: li.FreezeLayerNorm(), changes=False),
         "truncate_width": _spec_check(lambda m: li.TruncateWidth("resid_post", keep=m.cfg.d_model // 2)),
     }
@@ -438,10 +481,13 @@ CHECKS = {
 def boot(arch: str, mode: str):
     """(model, boot cell). The model is None when the cell is a refusal or failure."""
     import catalog
+    import hooked
 
     import lens_inversion as li
 
     t0 = time.perf_counter()
+    if hooked.is_hooked(arch):
+        return _boot_hooked(arch, mode, t0)
     try:
         path = catalog.model_dir(arch)
     except catalog.BuildError as error:
@@ -477,6 +523,43 @@ def boot(arch: str, mode: str):
     if not torch.isfinite(out).all():
         return None, cell("refused", "upstream: the bridge's logits are not finite", time.perf_counter() - t0)
     return model, cell("works", detail, time.perf_counter() - t0)
+
+
+def _boot_hooked(arch: str, mode: str, t0: float):
+    """A HookedTransformer config: built (and in "compat" mode weight-processed) by TransformerLens.
+
+    Its reference is the unprocessed model: processing must not change the log-probabilities.
+    """
+    import hooked
+
+    stage = "build"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if mode == "compat":
+                stage = "process_weights_"
+            model, reference, tokens = hooked.build(arch, processed=(mode == "compat"))
+            out = logits_of(model, tokens)
+    except Exception as error:  # noqa: BLE001 - TransformerLens's own construction / processing
+        return None, cell("refused", _one_line(f"upstream: {stage}: {type(error).__name__}: {error}"),
+                          time.perf_counter() - t0)
+    if not torch.isfinite(out).all():
+        return None, cell("refused", "upstream: the model's logits are not finite", time.perf_counter() - t0)
+    diff = _maxdiff(torch.log_softmax(out[0], -1), reference)
+    if not diff <= 1e-3:
+        return model, cell("refused", f"upstream: processed weights change the log-probs: max diff {diff:.3g}",
+                           time.perf_counter() - t0)
+    flags = hooked.processing_flags(model.cfg) if mode == "compat" else {}
+    what = ("processed " + ", ".join(k for k, v in flags.items() if v) + " vs unprocessed") if mode == "compat" \
+        else "rebuilt from its config vs first build"
+    if mode == "raw":  # the same config and seed must give the same model
+        again, _, _ = hooked.build(arch, processed=False)
+        diff = _maxdiff(torch.log_softmax(logits_of(again, tokens)[0], -1), reference)
+        if diff != 0.0:
+            return None, cell("wrong", f"two builds of {arch} from one config and seed differ by {diff:.3g} in "
+                              "log-probs", time.perf_counter() - t0)
+    return model, cell("works", f"{what}: log-probs {diff:.2g}; max |logit| {float(out.abs().max()):.3g}",
+                       time.perf_counter() - t0)
 
 
 def run_matrix_row(arch: str, mode: str) -> dict:

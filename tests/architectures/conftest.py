@@ -2,7 +2,8 @@
 
 Each test writes its (architecture, mode) row to a fragment file; the controlling process
 (also under pytest-xdist) merges them into `LI_MATRIX_JSON` (default
-`.pytest_cache/li-matrix/matrix.json`), which `docs/make_models.py` turns into docs/models.md.
+`.pytest_cache/li-matrix/matrix-tl4.json` on TransformerLens 4, `matrix-tl3.json` on 3: each
+lane has its own rows and results), which `docs/make_models.py` turns into docs/models.md.
 """
 
 import json
@@ -10,6 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,12 +19,29 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(1)  # pytest -n 2: two workers on two cores
 
 
+def lane() -> str:
+    """The TransformerLens lane, "tl4" or "tl3": each lane keeps its own rows and results."""
+    from importlib.metadata import version
+
+    return "tl" + version("transformer-lens").split(".")[0]
+
+
 def matrix_dir(config) -> Path:
     return Path(config.rootpath) / ".pytest_cache" / "li-matrix"
 
 
+def rows_dir(config) -> Path:
+    return matrix_dir(config) / f"rows-{lane()}"
+
+
 def matrix_json(config) -> Path:
-    return Path(os.environ.get("LI_MATRIX_JSON") or matrix_dir(config) / "matrix.json")
+    return Path(os.environ.get("LI_MATRIX_JSON") or matrix_dir(config) / f"matrix-{lane()}.json")
+
+
+@pytest.fixture
+def matrix_rows_dir(request) -> Path:
+    """Where each (architecture, mode) test writes its row for the controller to merge."""
+    return rows_dir(request.config)
 
 
 def _is_controller(config) -> bool:
@@ -30,9 +49,9 @@ def _is_controller(config) -> bool:
 
 
 def pytest_configure(config):
-    if _is_controller(config):
-        shutil.rmtree(matrix_dir(config) / "rows", ignore_errors=True)
-    (matrix_dir(config) / "rows").mkdir(parents=True, exist_ok=True)
+    if _is_controller(config) and _selected(config):  # a new matrix run starts with no rows
+        shutil.rmtree(rows_dir(config), ignore_errors=True)
+    rows_dir(config).mkdir(parents=True, exist_ok=True)
 
 
 def _selected(config) -> bool:
@@ -54,12 +73,12 @@ def pytest_sessionfinish(session, exitstatus):
     config = session.config
     if not _is_controller(config):
         return
-    rows_dir = matrix_dir(config) / "rows"
-    rows = [json.loads(p.read_text()) for p in sorted(rows_dir.glob("*.json"))]
+    rows = [json.loads(p.read_text()) for p in sorted(rows_dir(config).glob("*.json"))]
     if not rows:
         return
     import catalog
     import checks
+    import hooked
 
     path = matrix_json(config)
     versions = catalog._versions()
@@ -75,8 +94,9 @@ def pytest_sessionfinish(session, exitstatus):
     out = {
         "versions": versions,
         "capabilities": list(checks.CAPABILITIES),
-        "architectures": catalog.architectures(),
+        "architectures": catalog.architectures() + hooked.architectures(),
         "modes": ["raw", "compat"],
+        "hooked_configs": {arch: hooked.description(arch) for arch in hooked.architectures()},
         "rows": sorted(merged.values(), key=lambda r: (r["arch"], r["mode"])),
     }
     path.parent.mkdir(parents=True, exist_ok=True)

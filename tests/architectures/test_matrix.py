@@ -1,11 +1,18 @@
-"""The support matrix: every decoder-only architecture TransformerLens 4 can boot × raw bridge and
-compatibility mode × every capability, each checked against an independent reference.
+"""The support matrix: every decoder-only architecture the installed TransformerLens bridge can boot
+(and, on TransformerLens 3.x, HookedTransformer configs: hooked.py) × raw and compatibility mode
+× every capability, each checked against an independent reference.
 
-Run it with `HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q -m architectures tests/architectures -n 2`.
+Run it with `HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q -m architectures tests/architectures -n 2`
+(TransformerLens 4; the 3.9 lane runs the same command in its own environment).
 One test per (architecture, mode) runs every capability (one boot each); it fails on any
 "fails", "wrong" or "unchecked" cell, and on a "refused" cell whose reason is not listed in
-EXPECTED_REFUSALS below. An expected refusal that no longer happens also fails, so the
-table is kept honest (and a test flips when upstream fixes a bug).
+EXPECTED_REFUSALS below (or, for one TransformerLens lane only, in LANE_REFUSALS). An expected
+refusal that no longer happens also fails, so the table is kept honest (and a test flips when
+upstream fixes a bug).
+
+The architecture list is the installed bridge's own (`catalog.architectures()`): one that a
+lane's TransformerLens does not support is not in that lane's matrix, and docs/models.md
+lists it as "not in this TransformerLens" beside the lanes that have it.
 """
 
 import json
@@ -14,6 +21,7 @@ from pathlib import Path
 
 import catalog
 import checks
+import hooked
 import pytest
 
 pytestmark = pytest.mark.architectures
@@ -21,7 +29,7 @@ pytestmark = pytest.mark.architectures
 MODES = ("raw", "compat")
 
 PARALLEL = ("CohereForCausalLM", "Cohere2ForCausalLM", "FalconForCausalLM", "GPTJForCausalLM", "GPTNeoXForCausalLM",
-            "PhiForCausalLM")
+            "PhiForCausalLM", "HookedTransformer-gptj", "HookedTransformer-neox")
 
 # (architecture or "*", mode or "*", capability or "*") -> (substring of the refusal's detail, why it is legitimate).
 # Entries naming one architecture must still match (else the test says the refusal is gone).
@@ -71,13 +79,51 @@ EXPECTED_REFUSALS: dict[tuple[str, str, str], tuple[str, str]] = {
     # Positions / token types mixed in before the embedding hook (BERT): no per-token embedding table.
     **{("*", "*", cap): ("mixes positions (or token types) into its embedding", "no per-token embedding table")
        for cap in ("exact_first", "exact_last", "inv_embedding", "inv_direct")},
+    # HookedTransformer configs (TransformerLens 3.x lane): attention-only blocks have no MLP
+    # and no point between sub-layers; a model without norms has nothing to bypass or freeze.
+    ("HookedTransformer-attn-only", "*", "lens_sublayers"): (
+        "has no hook point 'blocks.0.hook_resid_mid'", "attention-only: no MLP, no residual point between sub-layers"),
+    **{("HookedTransformer-attn-only", "*", cap): ("this model is attention-only", "no MLP to zero or remove the skip around")
+       for cap in ("zero_mlp", "remove_residual_mlp")},
+    **{("HookedTransformer-no-norm", "*", cap): ("This model has no", "normalization_type=None: no norms at all")
+       for cap in ("bypass_layernorm", "bypass_final_norm", "freeze_layernorm")},
     ("OpenAIGPTLMHeadModel", "*", "bypass_final_norm"): (
         "This model has no ln_final to bypass", "OpenAI GPT has no final norm"),
 }
 
 
+# Refusals of one TransformerLens lane only ("tl3": TransformerLens 3.9's bridge; its
+# HookedTransformer configs are in EXPECTED_REFUSALS, since no other lane has them).
+LANE_REFUSALS: dict[str, dict[tuple[str, str, str], tuple[str, str]]] = {
+    "tl3": {
+        **{(arch, "*", "*"): (
+            "object has no attribute 'causal_conv1d_fn'",
+            "upstream: TransformerLens 3.9's bridge cannot run the gated-delta-net layers of transformers 5.24")
+           for arch in ("Qwen3NextForCausalLM", "Qwen3_5ForCausalLM", "Qwen3_5MoeForCausalLM")},
+        ("Ernie4_5_MoeForCausalLM", "compat", "*"): (
+            "upstream: compatibility mode: AssertionError: MLP W_in not found",
+            "TransformerLens 3.9's weight processing cannot find the MoE block's MLP weights"),
+        # TransformerLens 3.9's OLMo-Hybrid bridge wraps each block whole: attention and MLP
+        # outputs are hooked, the residual point between them is not.
+        **{("OlmoHybridForCausalLM", "*", cap): (
+            "has no hook point 'blocks.0.hook_resid_mid'",
+            "TransformerLens 3.9's bridge exposes no residual point between OLMo-Hybrid's mixer and MLP")
+           for cap in ("lens_sublayers", "remove_residual_attn", "remove_residual_mlp")},
+    },
+}
+
+
+def _lane() -> str:
+    from importlib.metadata import version
+
+    return "tl" + version("transformer-lens").split(".")[0]
+
+
+EXPECTED = {**EXPECTED_REFUSALS, **LANE_REFUSALS.get(_lane(), {})}
+
+
 def _expected(arch: str, mode: str, cap: str, detail: str):
-    for (a, m, c), (needle, _why) in EXPECTED_REFUSALS.items():
+    for (a, m, c), (needle, _why) in EXPECTED.items():
         if a in ("*", arch) and m in ("*", mode) and c in ("*", cap) and needle in detail:
             return (a, m, c)
     return None
@@ -86,7 +132,7 @@ def _expected(arch: str, mode: str, cap: str, detail: str):
 def _stale(arch: str, mode: str, cells: dict) -> list[str]:
     """Specific expected refusals that did not happen."""
     out = []
-    for (a, m, c), (needle, _why) in EXPECTED_REFUSALS.items():
+    for (a, m, c), (needle, _why) in EXPECTED.items():
         if a != arch or m not in ("*", mode):
             continue
         if cells["boot"]["outcome"] != "works" and c not in ("*", "boot"):
@@ -99,16 +145,15 @@ def _stale(arch: str, mode: str, cells: dict) -> list[str]:
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("arch", catalog.architectures())
-def test_architecture(arch, mode, request):
+@pytest.mark.parametrize("arch", catalog.architectures() + hooked.architectures())
+def test_architecture(arch, mode, matrix_rows_dir):
     t0 = time.perf_counter()
     cells = checks.run_matrix_row(arch, mode)
     problems = verdict(arch, mode, cells)
     row = {"arch": arch, "mode": mode, "cells": cells, "seconds": round(time.perf_counter() - t0, 2),
            "passed": not problems, "problems": problems}
-    rows_dir = request.config.rootpath / ".pytest_cache" / "li-matrix" / "rows"
-    rows_dir.mkdir(parents=True, exist_ok=True)
-    (rows_dir / f"{arch}-{mode}.json").write_text(json.dumps(row))
+    matrix_rows_dir.mkdir(parents=True, exist_ok=True)
+    (matrix_rows_dir / f"{arch}-{mode}.json").write_text(json.dumps(row))
     assert not problems, f"{arch} ({mode}):\n  " + "\n  ".join(problems)
 
 
