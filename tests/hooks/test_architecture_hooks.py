@@ -19,7 +19,9 @@ import catalog  # noqa: E402
 from catalog import model_dir  # noqa: E402
 
 # Not backend_generic: these pin TransformerLens 4's bridge. On TransformerLens 3.9's bridge
-# Granite's hook_embed differs from HF's scaled embedding (0.77; not investigated yet).
+# Granite's hook_embed is the unscaled token embedding W_E[t] (the embedding multiplier is
+# applied after the hook), so it differs from HF's scaled embedding (by 0.77 here); see
+# test_granite_hook_embed_on_every_bridge for what holds on both.
 
 TOKENS = torch.tensor([[1, 5, 9, 14, 3, 7]])
 
@@ -50,6 +52,23 @@ def granite():
     cfg = model.original_model.config
     assert cfg.embedding_multiplier != 1 and cfg.residual_multiplier != 1  # the case under test
     return model
+
+
+@pytest.mark.backend_generic
+def test_granite_hook_embed_on_every_bridge(granite):
+    """resid_pre[0] is HF's (scaled) embedding output on every bridge; hook_embed is that (4.x) or
+    W_E[t] before the multiplier (3.9), and the adapter's embed() is whatever hook_embed is, so
+    embeddings written there pass through the multiplier exactly as the model's own do."""
+    from lens_inversion.hooks.adapter import ModelAdapter
+
+    got = _capture(granite, ["hook_embed", "blocks.0.hook_resid_pre"])
+    hidden = _hf_hidden(granite, TOKENS)
+    torch.testing.assert_close(got["blocks.0.hook_resid_pre"], hidden[0], rtol=1e-5, atol=1e-6)
+    table = granite.original_model.get_input_embeddings().weight[TOKENS].detach()
+    multiplier = granite.original_model.config.embedding_multiplier
+    scaled = torch.allclose(got["hook_embed"], table * multiplier, rtol=1e-5, atol=1e-6)
+    assert scaled or torch.allclose(got["hook_embed"], table, rtol=1e-5, atol=1e-6), "hook_embed is neither"
+    torch.testing.assert_close(ModelAdapter(granite).embed(TOKENS), got["hook_embed"], rtol=1e-5, atol=1e-6)
 
 
 def test_scaled_embedding_hook_fires_with_hf_value(granite):
