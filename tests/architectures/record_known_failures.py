@@ -12,11 +12,18 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT = HERE.parent.parent / ".pytest_cache" / "li-matrix" / "matrix.json"
+
+
+def _default() -> Path:
+    """This environment's lane's results (conftest.py writes matrix-tl4.json or matrix-tl3.json)."""
+    from importlib.metadata import version
+
+    lane = "tl" + version("transformer-lens").split(".")[0]
+    return HERE.parent.parent / ".pytest_cache" / "li-matrix" / f"matrix-{lane}.json"
 
 
 def main() -> None:
-    results = json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else DEFAULT).read_text())
+    results = json.loads((Path(sys.argv[1]) if len(sys.argv) > 1 else _default()).read_text())
     rows = results["rows"] if isinstance(results, dict) and "rows" in results else results
     known = json.loads((HERE / "known_failures.json").read_text())
     for row in rows:
