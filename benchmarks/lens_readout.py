@@ -24,10 +24,13 @@ Two methods per lens:
           extra [rows, pos, vocab] temporaries). TL is given the same translator as a
           `f(entry, stack_index)` callable, so the comparison is like for like.
 
-Each (method, lens, length) runs in its own subprocess: a warm-up on 16 tokens, then
-`--repeats` timed runs; seconds is their median, peak MB the largest growth of the
-resident set (VmHWM after /proc/self/clear_refs, as in `benchmarks.logit_lens`) over
-the resident size just before the run. Each child saves its KL, rank and entropy; the
+Each timed run is its own subprocess (model built, a warm-up on 16 tokens, one timed run),
+so that its peak memory can be read: the growth of the resident set (VmHWM after
+/proc/self/clear_refs, as in `benchmarks.logit_lens`) over the resident size just before
+the run. Runs go in `--repeats` rounds, each round running every (lens, method) once in
+an order rotated per round, so that load from other processes on a shared machine falls
+on all of them alike; seconds is the median over rounds (min and median CPU seconds
+beside it), peak MB the largest. Each child saves its KL, rank and entropy; the
 parent asserts ours and TL's agree (KL and entropy to 1e-4 absolute, rank exactly except
 at cells where TL's logits hold a near-tie with the target within 1e-4) and prints the
 maximum differences.
@@ -164,7 +167,7 @@ def child(args) -> None:
     print(json.dumps(dict(**summary, all_seconds=seconds, extra_mb=max(peaks), lens=what)))
 
 
-def measure(args, method: str, lens: str, length: int, out: Path) -> dict | None:
+def measure(args, method: str, lens: str, length: int, out: Path, repeats: int) -> dict | None:
     cmd = [
         sys.executable,
         "-m",
@@ -180,7 +183,7 @@ def measure(args, method: str, lens: str, length: int, out: Path) -> dict | None
         "--threads",
         str(args.threads),
         "--repeats",
-        str(args.repeats),
+        str(repeats),
         "--layers",
         str(args.layers),
         "--d-model",
@@ -198,6 +201,21 @@ def measure(args, method: str, lens: str, length: int, out: Path) -> dict | None
         if "unusable" in line:
             print(f"  {line}", file=sys.stderr)
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _merge(runs: list[dict]) -> dict | None:
+    """One entry per method from its rounds: median and min seconds, median CPU seconds, largest peak."""
+    if not runs:
+        return None
+    seconds = [r["seconds"] for r in runs]
+    return dict(
+        seconds=statistics.median(seconds),
+        min_seconds=min(seconds),
+        cpu_seconds=statistics.median(r["cpu_seconds"] for r in runs),
+        all_seconds=seconds,
+        extra_mb=max(r["extra_mb"] for r in runs),
+        lens=runs[0]["lens"],
+    )
 
 
 def agreement(ours: Path, tl: Path, *, lens: str, length: int) -> dict:
@@ -241,12 +259,20 @@ def main() -> None:
             return Path(tmp) / f"ours-logit-{length}.pt"
 
         for length in args.lengths:
-            for lens in args.lenses:
-                res = {}
-                for method in METHODS:
+            # Rounds: every (lens, method) once per round, the order rotated each round, so
+            # that load from other processes falls on all of them alike.
+            jobs = [(lens, method) for lens in args.lenses for method in METHODS]
+            runs = {job: [] for job in jobs}
+            for round_ in range(args.repeats):
+                shift = round_ % len(jobs)
+                for lens, method in jobs[shift:] + jobs[:shift]:
                     out = Path(tmp) / f"{method}-{lens}-{length}.pt"
-                    res[method] = measure(args, method, lens, length, out)
-                    print(f"  {method:4} {lens:8} {length:5} tokens: {res[method]}", file=sys.stderr, flush=True)
+                    r = measure(args, method, lens, length, out, repeats=1)
+                    print(f"  round {round_}: {method:4} {lens:8} {length:5} tokens: {r}", file=sys.stderr, flush=True)
+                    if r is not None:
+                        runs[lens, method].append(r)
+            for lens in args.lenses:
+                res = {method: _merge(runs[lens, method]) for method in METHODS}
                 rows.append((length, lens, res))
                 if lens != "logit" and res["ours"] and logit_file(length).exists():
                     changed = torch.load(Path(tmp) / f"ours-{lens}-{length}.pt")["kl"] - torch.load(logit_file(length))["kl"]
