@@ -153,6 +153,14 @@ CASES = [
         T_,
         ["out of range", f"={N_LAYERS}", rf"layers 0\.\.{N_LAYERS - 1}"],
     ),
+    ("lens-not-a-lens", lambda m: li.logit_lens(m, PROMPT, lens="tuned", **Q), OPT,
+     ["is not a lens", "lens='tuned'", "'logit', a li.TunedLens"]),
+    ("lens-wrong-type", lambda m: li.logit_lens(m, PROMPT, lens=3, **Q), OPT,
+     ["lens must be", "got int", "a TransformerLens JacobianLens or a callable"]),
+    ("lens-callable-wrong-shape", lambda m: li.logit_lens(m, PROMPT, lens=lambda r, name: r[..., :2], **Q), OPT,
+     ["must return a tensor of the residual's shape", r"returned \(1, 2\)", "blocks.0.hook_resid_pre"]),
+    ("report-lenses-not-a-list", lambda m: li.report(m, PROMPT, path="unused-report.html", lenses="tuned", **Q), OPT,
+     ["lenses must be a list", "got str", "trained lenses or None"]),
     (
         "lens-layer-not-int",
         lambda m: li.logit_lens(m, PROMPT, layers=["1"], **Q),
@@ -783,7 +791,7 @@ def test_half_precision_activations_are_converted_without_a_warning(gpt2):
 _COVERED_BY_OWN_CASES = {
     "target", "targets", "loss", "metric", "layers", "positions", "allowed_tokens", "cache", "path", "title",
     "reference", "clamp", "widths", "weights", "baseline", "site", "ablation", "inversion_layers", "readout",
-    "answer", "foil", "embedding_from", "dtype", "device", "device_map", "attribution",
+    "answer", "foil", "embedding_from", "dtype", "device", "device_map", "attribution", "lens", "lenses",
 }
 _FUNCTIONS = {"lens": "logit_lens", "attr": "attribute", "faith": "faithfulness", "decode": "decode_embeddings",
               "viz": "visualize_feature", "owalk": "orthogonal_walk", "cwalk": "clamped_walk",

@@ -64,7 +64,11 @@ LAYOUT_PROBE = """<script>
     var want = (div.data || []).filter(function (t) { return t.type === 'heatmap' || t.type === 'bar'; }).length;
     var drawn = Array.prototype.filter.call(div.querySelectorAll('.cartesianlayer .hm image, .cartesianlayer .trace.bars'),
       function (e) { var b = e.getBoundingClientRect(); return b.width > 0 && b.height > 0; }).length;
-    r.drew = want > 0 && drawn === want;
+    // A line chart (no heatmap or bar) drew when each of its scatter traces has a visible box.
+    var lines = (div.data || []).filter(function (t) { return t.type === 'scatter'; }).length;
+    var drawnLines = Array.prototype.filter.call(div.querySelectorAll('.scatterlayer .trace.scatter'),
+      function (e) { var b = e.getBoundingClientRect(); return b.width > 0 && b.height > 0; }).length;
+    r.drew = want > 0 ? drawn === want : lines > 0 && drawnLines === lines;
     div.querySelectorAll('svg.main-svg text').forEach(function (t) {
       if (!visible(t)) return;
       var c = corners(t), xs = c.map(function (p) { return p[0]; }), ys = c.map(function (p) { return p[1]; });
@@ -161,7 +165,7 @@ def test_report_renders_every_plot_without_javascript_errors(report_path, tmp_pa
     dom = _rendered_dom(report_path, tmp_path)
     assert _js_errors(dom) == []
     plots = re.split(r'class="plotly-graph-div', dom)[1:]
-    assert len(plots) == 6
+    assert len(plots) == 7  # six sections + the trained-lens comparison
     for plot in plots:  # plotly draws into <svg class="main-svg"> only when the script ran
         assert 'class="main-svg"' in plot[:200_000]
     # Four logit-lens heatmaps and the ablation heatmap drew their heatmap layers.
@@ -180,7 +184,7 @@ def test_long_prompt_with_a_special_token_keeps_the_layout_rules(tmp_path):
     dom = _rendered_dom(path, tmp_path)
     assert _js_errors(dom) == []
     plots = _layout(dom)
-    assert len(plots) == 6
+    assert len(plots) == 7  # six sections + the trained-lens comparison
     assert _layout_faults(plots) == []
     assert "&lt;|eot|&gt;" in dom  # the special token is elided on the axes
 

@@ -191,7 +191,7 @@ def test_report_command_writes_the_report(tmp_path, capsys):
     out = tmp_path / "report.html"
     code, _, err = _run(capsys, "report", PROMPT, "--out", str(out), "--steps", "2", "--layers", "0", "--quiet")
     assert code == 0, err
-    assert out.read_text().count("Plotly.newPlot") == 6
+    assert out.read_text().count("Plotly.newPlot") == 7  # with the shipped lenses beside the logit lens
 
 
 @pytest.mark.parametrize(
