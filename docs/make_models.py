@@ -58,7 +58,8 @@ CHECKED = {
     "inv_embedding": "gradient inversion on the embedding runs 3 steps",
     "inv_direct": "gradient inversion on a token-space input runs 3 steps",
     "ablate_zero": "each ablation spec runs inside `li.ablated(...)`, changes the output (FreezeLayerNorm: does not), "
-                   "and the logits afterwards equal those before",
+                   "and the logits afterwards equal those before; on HookedTransformer, BypassLayerNorm (all norms, and the final "
+                   "one) also equals the model with its norm modules replaced by the identity (plain torch hooks)",
     "sweep": "a zero-ablation sweep of resid_post (KL at the last position) equals a loop of hooked forwards",
     "report": "`li.report` writes the HTML file",
     "untouched": "no call changed a parameter, a `requires_grad` flag, a mode or a hook, or left a graph on the model",
@@ -158,6 +159,8 @@ def render(lanes: "dict | list[dict]") -> str:
         rows = {(r["arch"], r["mode"]): r for r in d["rows"]}
         for m in d["modes"]:
             title = "raw bridge" if m == "raw" else "compatibility mode (`enable_compatibility_mode()`)"
+            if d.get("hooked_configs"):
+                title += " and HookedTransformer " + ("as constructed" if m == "raw" else "after `process_weights_()`")
             lines += ["", f"## {_lane_name(d)}: {title}", "",
                       "| architecture | " + " | ".join(TITLES.get(c, c) for c in caps) + " |",
                       "|---|" + "---|" * len(caps)]
