@@ -22,6 +22,15 @@ METRICS = ("kl", "rank", "prob", "entropy", "cross_entropy", "top1")
 _LENS_NAMES = {"logit": "Logit lens", "tuned": "Tuned lens", "jacobian": "Jacobian lens", "custom": "Custom lens"}
 
 
+def lens_title(lens: str, row_labels: list[str], row_lenses: list[str]) -> str:
+    """A lens's display name, naming the rows it read with the identity (the logit lens)."""
+    name = _LENS_NAMES.get(lens, lens)
+    fallback = [label for label, kind in zip(row_labels, row_lenses, strict=False) if kind == "logit"]
+    if lens == "logit" or not fallback:
+        return name
+    return f"{name} (rows {', '.join(fallback)} with the logit lens)"
+
+
 def _visible(token: str) -> str:
     """A token as it reads on an axis: spaces and newlines made visible, HTML escaped."""
     return html.escape(token.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥"))
@@ -88,12 +97,8 @@ class LogitLensResult:
 
     @property
     def lens_title(self) -> str:
-        """The lens's name as plots show it ("Tuned lens"; "· embedding row: logit lens" where it fell back)."""
-        name = _LENS_NAMES.get(self.lens, self.lens)
-        fallback = [label for label, kind in zip(self.row_labels, self.row_lenses, strict=False) if kind == "logit"]
-        if self.lens == "logit" or not fallback:
-            return name
-        return f"{name} (rows {', '.join(fallback)} with the logit lens)"
+        """The lens's name as plots show it ("Tuned lens"; rows that fell back to the identity named)."""
+        return lens_title(self.lens, self.row_labels, self.row_lenses)
 
     @property
     def matches_final(self) -> Bool[Tensor, "*batch row pos"]:

@@ -13,7 +13,7 @@ from torch import Tensor
 from ..errors import OptionError
 from ..validation import check_choice, check_int
 from ..viz.heatmap import plotly_text, wrap_title
-from .result import _LENS_NAMES
+from .result import lens_title
 
 TrajectoryMetric = Literal["prob", "rank"]
 TRAJECTORY_METRICS = ("prob", "rank")
@@ -93,11 +93,7 @@ class TokenTrajectoryResult:
     @property
     def lens_title(self) -> str:
         """The lens's name as plots show it, naming rows that fell back to the logit lens."""
-        name = _LENS_NAMES.get(self.lens, self.lens)
-        fallback = [label for label, kind in zip(self.row_labels, self.row_lenses, strict=False) if kind == "logit"]
-        if self.lens == "logit" or not fallback:
-            return name
-        return f"{name} (rows {', '.join(fallback)} with the logit lens)"
+        return lens_title(self.lens, self.row_labels, self.row_lenses)
 
     def _column(self, position: int, index: int) -> int:
         """The column of prompt `position` (negative: from the end of that prompt)."""
