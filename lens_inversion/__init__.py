@@ -20,7 +20,10 @@ _EXPORTS = {
     "AttributionResult": ".attribution",
     "BandwidthResult": ".ablation",
     "BypassLayerNorm": ".ablation",
+    "CorpusBatch": ".corpus",
+    "CorpusTotals": ".corpus",
     "DeviceError": ".errors",
+    "DistributedError": ".errors",
     "FaithfulnessResult": ".attribution",
     "FeatureVizResult": ".inversion",
     "FreezeLayerNorm": ".ablation",
@@ -57,6 +60,7 @@ _EXPORTS = {
     "bandwidth": ".ablation",
     "clamped_walk": ".inversion",
     "compare_lenses": ".lens.compare",
+    "corpus": ".corpus",
     "decode_embeddings": ".inversion",
     "faithfulness": ".attribution",
     "fit_jacobian_lens": ".lens.trained",
@@ -86,8 +90,10 @@ if TYPE_CHECKING:  # pragma: no cover
         bandwidth,
     )
     from .attribution import AttributionResult, FaithfulnessResult, attribute, faithfulness
+    from .corpus import CorpusBatch, CorpusTotals, corpus
     from .errors import (
         DeviceError,
+        DistributedError,
         HookNeverFiredError,
         LensInversionError,
         ModelNotFoundError,
@@ -130,7 +136,10 @@ __all__ = [
     "AttributionResult",
     "BandwidthResult",
     "BypassLayerNorm",
+    "CorpusBatch",
+    "CorpusTotals",
     "DeviceError",
+    "DistributedError",
     "FaithfulnessResult",
     "FeatureVizResult",
     "FreezeLayerNorm",
@@ -167,6 +176,7 @@ __all__ = [
     "bandwidth",
     "clamped_walk",
     "compare_lenses",
+    "corpus",
     "decode_embeddings",
     "faithfulness",
     "fit_jacobian_lens",

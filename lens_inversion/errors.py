@@ -48,3 +48,7 @@ def __getattr__(name: str):
 
         return getattr(validation, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class DistributedError(LensInversionError):
+    """A data-parallel corpus job could not finish on every process, so it returns nothing."""

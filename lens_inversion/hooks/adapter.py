@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .._typing import Embeds, Logits, Resid, Tokens
 from ..errors import PromptError, TargetError, UnsupportedModelError
-from .execution import Capture, CapturePlan, forward_tokens, mask_breaks_causality, run_full
+from .execution import Capture, CapturePlan, forward_tokens, mask_breaks_causality, run_full, run_padded
 from .interventions import HookFn, attached
 from .sites import Site, site_hook_name
 
@@ -445,6 +445,12 @@ class ModelAdapter:
             need_logits: run to the end even if `capture` needs less.
         """
         return run_full(self, tokens, embeds=embeds, capture=capture, hooks=hooks, need_logits=need_logits)
+
+    def run_padded(self, tokens: Tokens, *, attention_mask: Tensor, position_ids: Tensor,
+                   capture: Sequence[tuple[Site, int | None]] = (), need_logits: bool = False) -> Capture:
+        """Run a left-padded batch with its mask and positions (see execution.run_padded)."""
+        return run_padded(self, tokens, attention_mask=attention_mask, position_ids=position_ids,
+                          capture=capture, need_logits=need_logits)
 
     def ablation_context(self, hooks: Sequence[tuple[str, HookFn]]):
         """Hooks active for a whole block of user code (see ablation.ablated)."""

@@ -142,6 +142,30 @@ def run_full(
     return Capture(acts=plan.acts, logits=out if plan.stop is None else None)
 
 
+def run_padded(
+    adapter,
+    tokens: Tokens,
+    *,
+    attention_mask: Tensor,
+    position_ids: Tensor,
+    capture: Sequence[tuple[Site, int | None]] = (),
+    need_logits: bool = False,
+) -> Capture:
+    """Run a left-padded batch with its attention mask (and, on a bridge, its position ids).
+
+    HookedTransformer derives positions from the mask itself; a bridge passes both on to the
+    Hugging Face model. Whether a model honours them is not assumed: the corpus jobs compare
+    such a run with the rows' unpadded runs before they use it.
+    """
+    plan = CapturePlan.make(adapter.n_layers, capture, None, need_logits=need_logits)
+    kwargs = {"attention_mask": attention_mask.to(tokens.device).long()}
+    if adapter.is_bridge:
+        kwargs["position_ids"] = position_ids.to(tokens.device)
+    with attached(adapter.model, plan.hooks):
+        out = adapter.model(tokens, stop_at_layer=plan.stop, **kwargs)
+    return Capture(acts=plan.acts, logits=out if plan.stop is None else None)
+
+
 # ----- prefixes ------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True, eq=False)
 class PrefixState:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from . import selfcheck
-from .execution import PrefixState, build_unchecked, readout_unchecked, run_after, run_full
+from .execution import PrefixState, build_unchecked, readout_unchecked, run_after, run_full, run_padded
 from .interventions import attached
 from .kv_cache import CacheBackend, backend_for
 from .selfcheck import Comparison, Verdict, compare
@@ -158,6 +158,21 @@ def _batched_probe(adapter) -> Comparison:
 
 
 
+def _left_padding_probe(adapter) -> Comparison:
+    """Two rows, the second left-padded by 2: each real position must equal its row's unpadded run."""
+    p, n = _sizes(adapter)
+    long = _probe_tokens(adapter, p + n)
+    short = long.flip(1)[:, 2:] if p + n > 2 else long.flip(1)
+    pad = long.shape[1] - short.shape[1]
+    rows = torch.cat([long, torch.cat([torch.full_like(short[:, :pad], adapter.pad_token_id), short], 1)])
+    mask = torch.ones_like(rows)
+    mask[1, :pad] = 0
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    got = run_padded(adapter, rows, attention_mask=mask, position_ids=positions, need_logits=True).logits
+    alone = [_reference(adapter).logits[0], run_full(adapter, short, need_logits=True).logits[0]]
+    return compare(torch.cat([got[0], got[1, pad:]]), torch.cat(alone))
+
+
 def _lens_probe(adapter) -> Comparison:
     capture = _reference(adapter)
     return compare(adapter.lens_logits(capture[_last_residual(adapter)]), capture.logits)
@@ -193,6 +208,8 @@ READOUT_ONLY = Check("readout_only", "unembedding only the read positions equals
 WIDENED_ROWS = Check("widened_rows", "a hook that turns one row into several mid-forward equals running every row "
                      "from the start", _widened_probe)
 BATCHED_ROWS = Check("batched_rows", "a batch of different prompts equals each prompt run alone", _batched_probe)
+LEFT_PADDING = Check("left_padding", "a left-padded row with its attention mask and position ids equals the row "
+                     "run alone", _left_padding_probe)
 LENS_ROW = Check("lens_row", "the lens output row equals the model's logits", _lens_probe, fallback=False)
 
 
@@ -223,6 +240,10 @@ def batched_verified(adapter) -> bool:
     return BATCHED_ROWS.verdict(adapter).passed
 
 
+def left_padding_verified(adapter) -> bool:
+    return LEFT_PADDING.verdict(adapter).passed
+
+
 def lens_row_verdict(adapter, force: bool = False) -> Verdict:
     """The lens's last row (final norm + unembedding of the last residual) equals the logits."""
     adapter.check_lens_readout()  # a readout the lens cannot compose is refused, not measured
@@ -239,6 +260,7 @@ def run_all(adapter, *, force: bool = True) -> list[Verdict]:
 
 
 __all__ = [
-    "batched_verified", "cache_verified", "cut_verified", "forget_probes", "layered_verified", "lens_row_verdict",
+    "batched_verified", "cache_verified", "cut_verified", "forget_probes", "layered_verified", "left_padding_verified",
+    "lens_row_verdict",
     "readout_verified", "run_all", "widening_verified",
 ]
