@@ -80,9 +80,12 @@ def run_batches(adapter: ModelAdapter, corpus, options: CorpusOptions, step: Cal
 
 
 def run_batch(adapter: ModelAdapter, batch: CorpusBatch, *, capture=(), need_logits: bool = False):
-    """The model on a batch: (capture, the batch as run). A left-padded batch runs with its mask and
-    position ids only where the left-padding self-check passed; elsewhere it is re-padded on the right,
-    where causality alone keeps pads away from real tokens."""
+    """The model on a batch: (capture, the batch as run).
+
+    A left-padded batch runs with its mask and position ids only where the left-padding
+    self-check passed; elsewhere it is re-padded on the right, where causality alone keeps
+    pads away from real tokens.
+    """
     tokens = batch.tokens.to(adapter.device)
     if batch.padding_side == "left":
         if left_padding_verified(adapter):
