@@ -24,6 +24,7 @@ _EXPORTS = {
     "CorpusTotals": ".corpus",
     "DeviceError": ".errors",
     "DistributedError": ".errors",
+    "LensEvaluation": ".corpus",
     "FaithfulnessResult": ".attribution",
     "FeatureVizResult": ".inversion",
     "FreezeLayerNorm": ".ablation",
@@ -62,6 +63,7 @@ _EXPORTS = {
     "compare_lenses": ".lens.compare",
     "corpus": ".corpus",
     "decode_embeddings": ".inversion",
+    "evaluate_lens": ".corpus",
     "faithfulness": ".attribution",
     "fit_jacobian_lens": ".lens.trained",
     "invert": ".inversion",
@@ -90,7 +92,7 @@ if TYPE_CHECKING:  # pragma: no cover
         bandwidth,
     )
     from .attribution import AttributionResult, FaithfulnessResult, attribute, faithfulness
-    from .corpus import CorpusBatch, CorpusTotals, corpus
+    from .corpus import CorpusBatch, CorpusTotals, LensEvaluation, corpus, evaluate_lens
     from .errors import (
         DeviceError,
         DistributedError,
@@ -148,6 +150,7 @@ __all__ = [
     "InversionVerdict",
     "InversionWarning",
     "LensComparison",
+    "LensEvaluation",
     "LensInversionError",
     "LogitLensResult",
     "ModelAdapter",
@@ -178,6 +181,7 @@ __all__ = [
     "compare_lenses",
     "corpus",
     "decode_embeddings",
+    "evaluate_lens",
     "faithfulness",
     "fit_jacobian_lens",
     "invert",

@@ -91,6 +91,9 @@ def run_items(items: Iterable[Item], step: Callable[[Item], Mapping], *, loop: L
         raise OptionError(f"The checkpoint {str(path)!r} covers {done} items of this process, but the corpus "
                           "now gives fewer; give the same corpus to resume, or delete the file to start again.")
     n_items = index + 1
+    if n_items == 0:
+        raise OptionError("The corpus gave nothing to run on (no tokens, or no prompt long enough); give at least "
+                          "one non-empty text.")
     if n_items < world.size:
         raise OptionError(f"The corpus gave {n_items} items to share between {world.size} processes; give more "
                           "text or run fewer processes.")
