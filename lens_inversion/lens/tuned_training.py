@@ -5,7 +5,13 @@ loop under `preserves_model`: the model's logits and residuals under no_grad, th
 translator's loss backpropagated on its own (`_accumulate`), so at most one row's
 [tokens, d_vocab] graph exists at a time. `_KLFromLogits` is that loss with one temporary.
 A checkpoint holds the whole training state and a digest of the tokens seen, so a resumed
-run ends bit-identical to an uninterrupted one.
+run ends bit-identical to an uninterrupted one (with the same number of processes).
+
+Under `torchrun` training is data-parallel: every process reads the same step batches, takes
+chunks r, r + N, ... of each (`_StepBatch`), accumulates its gradients with the loss divided
+by the whole step's token count, and one all-reduce (sum) per step gives every process the
+gradient one process would have computed; each then clips and steps identically, so all of
+them hold the same translators. Only rank 0 writes the checkpoint and shows the bar.
 """
 
 import hashlib
@@ -21,7 +27,8 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..errors import OptionError
+from ..corpus.distributed import World, all_reduce_min, all_reduce_sum, joined
+from ..errors import DistributedError, OptionError
 from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.fingerprint import fingerprints_match
 from ..hooks.preserve import preserves_model
@@ -133,34 +140,58 @@ def _train(model, corpus, *, opts: TrainOptions, checkpoint: Path | None, every:
     adapter.check_lens_readout()
     opts = opts.resolved(adapter)
     lens = TunedLens.from_model(adapter, sublayers=opts.sublayers).requires_grad_(True)
+    with joined(adapter.device) as world:
+        run = _loop(adapter, lens, corpus, opts, world=world, checkpoint=checkpoint, every=every, progress=progress)
+        lens.requires_grad_(False)
+        labels = [row_label(s, layer, sublayers=opts.sublayers) for s, layer in lens.row_keys()]
+        lens.metadata.update(training=asdict(opts), tokens_seen=run.tokens, corpus_passes=run.passes,
+                             train_seconds=round(run.seconds, 1), processes=world.size,
+                             final_loss=dict(zip(labels, run.losses, strict=True)))
+        if held_out is not None:  # inside `joined`: an evaluation on the corpus runner shares the process group
+            from .tuned_eval import evaluate_lens  # it imports the loss from here
+
+            lens.metadata["held_out"] = evaluate_lens(adapter, lens, held_out, seq_len=opts.seq_len).to_dict()
+    return lens
+
+
+def _loop(adapter, lens: "TunedLens", corpus, opts: TrainOptions, *, world: World, checkpoint: Path | None,
+          every: int, progress: bool) -> "_Run":
+    """The optimiser steps from the checkpoint's (or the first) to `opts.steps`; how the run went."""
     optimizer = _optimizer(opts, list(lens.parameters()))
     run = _Run(step=0, tokens=0, passes=1, losses=[], seconds=0.0)
     batches = _step_batches(adapter, corpus, opts, run)
     digest = hashlib.sha256()
     if checkpoint is not None and checkpoint.is_file() and checkpoint.stat().st_size:
         run = _resume(checkpoint, lens, optimizer, opts, batches, digest)
-    bar = tqdm(total=opts.steps, initial=run.step, desc="tuned lens", disable=not progress, leave=False)
+    _check_same_start(world, run, digest.hexdigest(), checkpoint)
+    bar = tqdm(total=opts.steps, initial=run.step, desc="tuned lens", disable=not (progress and world.is_main),
+               leave=False)
     start, start_tokens = time.perf_counter() - run.seconds, run.tokens
     t0 = time.perf_counter()
     for step in range(run.step, opts.steps):
         batch = next(batches)
         digest.update(batch.numpy().tobytes())
-        run.losses = _train_step(adapter, lens, optimizer, batch, opts, step)
+        run.losses = _train_step(adapter, lens, optimizer, _StepBatch.of(batch, world, opts.loss), opts, step)
         run.step, run.tokens, run.seconds = step + 1, run.tokens + batch.numel(), time.perf_counter() - start
         bar.update(1)
         bar.set_postfix(loss=f"{sum(run.losses):.3f}", tok_s=f"{(run.tokens - start_tokens) / (time.perf_counter() - t0):,.0f}")
-        if checkpoint is not None and (run.step % every == 0 or run.step == opts.steps):
+        if checkpoint is not None and world.is_main and (run.step % every == 0 or run.step == opts.steps):
             _save_checkpoint(checkpoint, lens, optimizer, opts, run, digest.hexdigest())
     bar.close()
-    lens.requires_grad_(False)
-    labels = [row_label(s, layer, sublayers=opts.sublayers) for s, layer in lens.row_keys()]
-    lens.metadata.update(training=asdict(opts), tokens_seen=run.tokens, corpus_passes=run.passes,
-                         train_seconds=round(run.seconds, 1), final_loss=dict(zip(labels, run.losses, strict=True)))
-    if held_out is not None:
-        from .tuned_eval import evaluate_lens  # it imports the loss from here
+    return run
 
-        lens.metadata["held_out"] = evaluate_lens(adapter, lens, held_out, seq_len=opts.seq_len).to_dict()
-    return lens
+
+def _check_same_start(world: World, run: "_Run", digest: str, checkpoint: Path | None) -> None:
+    """Raise DistributedError unless every process starts at the same step of the same token stream."""
+    if world.size == 1:
+        return
+    mine = torch.tensor([run.step, int(digest[:15], 16)], dtype=torch.int64)
+    if not torch.equal(all_reduce_min(world, mine.clone()), -all_reduce_min(world, -mine)):
+        raise DistributedError(
+            f"Rank {world.rank}: the processes resume from different steps (this one from step {run.step}); "
+            f"every process must read the checkpoint {str(checkpoint)!r}: put it on a file system they all "
+            "share, or delete it to start again."
+        )
 
 
 def row_label(site: Site, layer: int, *, sublayers: bool) -> str:
@@ -217,19 +248,61 @@ def _step_batches(adapter, corpus, opts: TrainOptions, run: _Run) -> Iterator[Te
         run.passes += 1
 
 
-def _train_step(adapter, lens: "TunedLens", optimizer, batch: Tensor, opts: TrainOptions, step: int) -> list[float]:
-    """One optimiser step on `batch`; the mean loss of each translator (nats per token)."""
+@dataclass(frozen=True)
+class _StepBatch:
+    """One step's batch as this process trains on it: its own chunks, and the whole step's token count."""
+
+    chunks: Tensor  # [n_mine, seq_len]: rows rank, rank + N, ... of the step batch (possibly none)
+    n_tokens: int  # tokens the step's loss is averaged over: the whole batch, every process together
+    world: World
+
+    @classmethod
+    def of(cls, batch: Tensor, world: World, loss: str) -> "_StepBatch":
+        n_tokens = batch.shape[0] * (batch.shape[1] - (loss == "cross_entropy"))
+        return cls(batch[world.rank :: world.size], n_tokens, world)
+
+
+def _train_step(adapter, lens: "TunedLens", optimizer, batch: _StepBatch, opts: TrainOptions, step: int) -> list[float]:
+    """One optimiser step on the step batch; the mean loss of each translator (nats per token).
+
+    Each process adds the gradients of its own chunks, then one all-reduce (sum) of the flat
+    gradient buffer gives all of them the whole batch's gradient before clipping. This is a
+    manual all-reduce, not torch's DistributedDataParallel: DDP's reducer expects one
+    backward over all parameters per step, while this loop runs one backward per translator
+    to keep a single [tokens, d_vocab] graph alive; the collective is the one DDP would issue.
+    """
     for group in optimizer.param_groups:
         group["lr"] = opts.base_lr * opts.lr_factor(step)
-    optimizer.zero_grad(set_to_none=True)
-    n_tokens = batch.shape[0] * (batch.shape[1] - (opts.loss == "cross_entropy"))
-    totals = [0.0] * len(lens.row_keys())
-    for micro in batch.split(opts.micro_batch):
-        for i, value in enumerate(_accumulate(adapter, lens, micro.to(adapter.device), opts.loss, n_tokens)):
-            totals[i] += value
+    flat, sums = _local_gradients(adapter, lens, batch, opts)
+    all_reduce_sum(batch.world, flat, what=f"the gradient all-reduce of step {step}")
+    all_reduce_sum(batch.world, sums, what=f"the loss all-reduce of step {step}")
     nn.utils.clip_grad_norm_(lens.parameters(), opts.max_grad_norm)
     optimizer.step()
-    return [t / n_tokens for t in totals]
+    return [float(t) / batch.n_tokens for t in sums]
+
+
+def _local_gradients(adapter, lens: "TunedLens", batch: _StepBatch, opts: TrainOptions) -> tuple[Tensor, Tensor]:
+    """This process's gradients (a flat buffer that every `.grad` is a view of) and float64 loss sums."""
+    params = list(lens.parameters())
+    flat, views = _zeroed_grads(params)
+    totals = [0.0] * len(lens.row_keys())
+    for micro in batch.chunks.split(opts.micro_batch) if len(batch.chunks) else ():
+        for i, value in enumerate(_accumulate(adapter, lens, micro.to(adapter.device), opts.loss, batch.n_tokens)):
+            totals[i] += value
+    for p, view in zip(params, views, strict=True):
+        if p.grad is not view:  # autograd replaced the view instead of adding into it: take its sum back
+            view.copy_(p.grad)
+            p.grad = view
+    return flat, torch.tensor(totals, dtype=torch.float64)
+
+
+def _zeroed_grads(params: list[nn.Parameter]) -> tuple[Tensor, list[Tensor]]:
+    """One zeroed buffer, every parameter's `.grad` a view into it (as DDP's gradient_as_bucket_view)."""
+    flat = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
+    views = list(flat.split([p.numel() for p in params]))
+    for p, view in zip(params, views, strict=True):
+        p.grad = view.view_as(p)
+    return flat, [p.grad for p in params]
 
 
 def _residuals(adapter, lens: "TunedLens", tokens: Tensor) -> tuple[dict, Tensor]:
@@ -296,6 +369,7 @@ class _KLFromLogits(torch.autograd.Function):
 
 
 def _save_checkpoint(path: Path, lens: "TunedLens", optimizer, opts: TrainOptions, run: _Run, digest: str) -> None:
+    """Write the whole training state (rank 0 only under torchrun: every process holds the same)."""
     state = {"format": CHECKPOINT_FORMAT, "options": asdict(opts), "fingerprint": lens.metadata["fingerprint"],
              "lens": lens.state_dict(), "optimizer": optimizer.state_dict(), "run": asdict(run), "digest": digest}
     tmp = path.with_name(path.name + ".tmp")
