@@ -2,6 +2,8 @@
 
 import argparse
 
+from .corpus_parser import add_corpus_commands
+
 DESCRIPTION = """\
 Logit lens, input inversion, attribution and ablation for TransformerLens models,
 written as self-contained HTML (and JSON of the numbers with --json).
@@ -13,6 +15,8 @@ examples:
   lens-inversion attribute "The sky is blue. The grass is" --method occlusion --json attr.json
   lens-inversion ablate "The sky is blue." --ablation mean --metric kl --out ablation.html
   lens-inversion report "Hello" --model ./my-hf-model-dir   (a local Hugging Face directory)
+  lens-inversion eval-lens --corpus held_out.txt --lens logit tuned --json eval.json
+  torchrun --nproc-per-node 2 -m lens_inversion.cli eval-lens --corpus big.jsonl   (data parallel)
   lens-inversion doctor    (versions and self-checks: run it when numbers look wrong)
   lens-inversion lens "The sky is blue." --json - | jq .result.kl   (JSON on standard output)
 """
@@ -115,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     abl.add_argument("--metric", default="kl", choices=["kl", "logit_diff", "loss", "prob"],
                      help="how far each ablated run's output moves from the clean run")
     abl.add_argument("--reference", default=None, help="reference prompt for mean/resample (default: the prompt)")
+    add_corpus_commands(commands, formatter=_Formatter, epilog=EPILOG, model_help=MODEL_HELP, device_help=DEVICE_HELP)
     doctor = commands.add_parser(
         "doctor", help="versions, and every fast path's self-check (exit status 1 on a failure)",
         formatter_class=_Formatter, epilog=EPILOG,
