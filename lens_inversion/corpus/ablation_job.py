@@ -215,14 +215,18 @@ def ablation_corpus(model, corpus, /, *, specs: "str | Sequence[str]" = ("zero",
         model: a TransformerBridge or HookedTransformer.
         corpus: texts, .txt/.jsonl paths or a datasets.Dataset (see `lens.token_stream`).
         specs: ablations from "zero", "mean", "resample" (one string or a list).
-        site, layers, metric, batch_size, seed: passed to `li.ablation_sweep` (metric: "kl",
-            "prob", "logit_diff" or "loss"; layers None: every layer).
+        site: the ablated site (resid_pre, resid_mid, resid_post, attn_out, mlp_out, embed).
+        layers: the ablated layers (None: every layer; embed has the one row 0).
+        metric: "kl", "prob", "logit_diff" or "loss", as `li.ablation_sweep`.
+        batch_size: rows per forward, as `li.ablation_sweep`.
+        seed: the reference row draw of "resample".
         n_prompts: prompts to sweep, one per document in corpus order (None: every document).
         max_tokens_per_prompt: each prompt is its document's first this-many ids, BOS included.
         text_key: the text field of .jsonl lines and dataset rows.
         reference: text(s) for "mean" (optional) and "resample" (required).
         include_bos: ablate the BOS position too.
-        checkpoint: a file to save progress to every `checkpoint_every` prompts and resume from.
+        checkpoint: a file to save progress to and resume from.
+        checkpoint_every: prompts between checkpoint saves.
         progress: show a progress bar (rank 0).
 
     Returns:

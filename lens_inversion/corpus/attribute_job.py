@@ -42,7 +42,7 @@ SCALES = ("raw", "max_abs")
 
 
 def _means(sums: Tensor, counts: Tensor) -> Tensor:
-    """sums / counts, NaN where nothing was counted."""
+    """The means: sums / counts, NaN where nothing was counted."""
     return torch.where(counts > 0, sums / counts.clamp(min=1).double(), torch.full_like(sums, float("nan")))
 
 
@@ -177,9 +177,16 @@ def attribute_corpus(model, corpus, /, *, method: str = "grad_x_input", n_prompt
         n_prompts: prompts to attribute, one per document in corpus order (None: every document).
         max_tokens_per_prompt: each prompt is its document's first this-many ids, BOS included.
         text_key: the text field of .jsonl lines and dataset rows.
-        baseline, metric, window, signed, include_bos, weights, chunk_size: passed to
-            `li.attribute` (scores are always taken with normalize="none"; see `sums`).
-        checkpoint: a file to save progress to every `checkpoint_every` prompts and resume from.
+        baseline: occlusion filler, as `li.attribute` (also metric, window, signed, weights,
+            chunk_size; scores are always taken with normalize="none", see `sums`).
+        metric: occlusion change, as `li.attribute`.
+        window: occluded tokens per variant, as `li.attribute`.
+        signed: gradient × input keeps its sign (the totals take |score| either way).
+        include_bos: attribute to BOS too (its type is "special").
+        weights: (w_grad, w_occlusion) for "combined".
+        chunk_size: variants per forward, as `li.attribute`.
+        checkpoint: a file to save progress to and resume from.
+        checkpoint_every: prompts between checkpoint saves.
         progress: show a progress bar (rank 0).
 
     Returns:

@@ -11,7 +11,7 @@ In this order, the first that applies:
 - `"word_continuation"`: holds a letter or digit and continues the previous token's word
   (`"don"` then `"'t"`, `" Pe"` then `"ter"`);
 - `"punctuation"`: everything else: punctuation, symbols, and byte pieces that do not
-  decode to a character alone (`"."`, `" ("`, `"\\ufffd"`).
+  decode to a character alone (`"."`, `" ("`, the replacement character).
 """
 
 from collections.abc import Sequence
