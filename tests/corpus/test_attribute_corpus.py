@@ -19,22 +19,22 @@ TEXTS = ["The rabbit likes to watch the clouds.", "", "Three plus three is six."
          "When the dog is hungry, it says woof.", "The lion says roar."]
 
 
-def _prompts(adapter):
+def _prompts(adapter, n=3):
     out = []
     for text in TEXTS:
         ids = [adapter.bos_token_id, *adapter.tokenizer.encode(text, add_special_tokens=False)][:MAX]
         if len(ids) >= 2:
             out.append(torch.tensor(ids))
-    return out[:3]
+    return out[:n]
 
 
-def _loop(model, **options):
+def _loop(model, n=3, **options):
     """The reduction written out: |score| per attributed token, binned by distance and type, raw and max-abs."""
     adapter = adapter_for(model)
     n_types = len(TOKEN_TYPES)
     sums = {s: {"distance": [0.0] * MAX, "type": [0.0] * n_types} for s in ("raw", "max_abs")}
     counts = {"distance": [0] * MAX, "type": [0] * n_types}
-    for ids in _prompts(adapter):
+    for ids in _prompts(adapter, n):
         result = li.attribute(model, ids, normalize="none", progress=False, **options)
         raw = result.raw_scores.tolist()
         attributed = [p for p in range(len(ids)) if bool(result.attributed[p])]
@@ -69,6 +69,13 @@ def test_grad_x_input_totals_equal_a_plain_loop_of_attribute(tiny, whole):
     _assert_equal_to_loop(whole, sums, counts)
     assert whole.run.items == 3 and whole.run.tokens == sum(len(p) for p in _prompts(adapter_for(tiny)))
     assert counts["distance"][0] == 3 and sum(counts["distance"]) == whole.run.tokens - 3  # BOS left out
+
+
+def test_include_bos_counts_bos_as_special(tiny):
+    got = attribute_corpus(tiny, TEXTS, n_prompts=1, include_bos=True, max_tokens_per_prompt=MAX, progress=False)
+    sums, counts = _loop(tiny, 1, include_bos=True)
+    _assert_equal_to_loop(got, sums, counts)
+    assert counts["type"][TOKEN_TYPES.index("special")] == 1 and counts["distance"][MAX - 1] == 1
 
 
 def test_occlusion_options_pass_through(tiny):
