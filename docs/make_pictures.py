@@ -37,6 +37,15 @@ def screenshot(html: Path, png: Path, *, width: int, height: int) -> None:
 LENS_PROMPT = "The sky is blue. Paris is the capital of France. The cat says meow."  # docs/trained_lenses.md
 
 
+def corpus_picture(model, tmp: Path, out: Path) -> None:
+    """docs/corpus_scale.md: bits per byte per row of the logit and tuned lenses on the held-out text."""
+    held_out = Path(li.__file__).parent / "models" / "assets" / "tiny" / "heldout.txt"
+    evaluation = li.evaluate_lens(model, held_out, lenses=["logit", li.load_lens("tiny", model=model)],
+                                  seq_len=128, progress=False)
+    write_figures_html(tmp / "corpus.html", evaluation.plot(metric="bits_per_byte"))
+    screenshot(tmp / "corpus.html", out / "corpus_bits_per_byte.png", width=900, height=420)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=IMG)
@@ -61,6 +70,7 @@ def main() -> None:
                                          tokens=[" Paris", " France", " London", " París"])
         write_figures_html(tmp / "token_trajectory.html", trajectory.plot())
         screenshot(tmp / "token_trajectory.html", args.out / "token_trajectory.png", width=900, height=470)
+        corpus_picture(model, tmp, args.out)
 
 
 if __name__ == "__main__":

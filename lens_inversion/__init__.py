@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 
 _EXPORTS = {
     "Ablate": ".ablation",
+    "AblationCorpusResult": ".corpus",
     "AblationResult": ".ablation",
+    "AttributionCorpusResult": ".corpus",
     "AttributionResult": ".attribution",
     "BandwidthResult": ".ablation",
     "BypassLayerNorm": ".ablation",
@@ -29,6 +31,7 @@ _EXPORTS = {
     "FeatureVizResult": ".inversion",
     "FreezeLayerNorm": ".ablation",
     "HookNeverFiredError": ".errors",
+    "InversionCorpusResult": ".corpus",
     "InversionResult": ".inversion",
     "InversionVerdict": ".inversion",
     "InversionWarning": ".inversion",
@@ -56,8 +59,10 @@ _EXPORTS = {
     "WalkResult": ".inversion",
     "ZeroComponent": ".ablation",
     "ablated": ".ablation",
+    "ablation_corpus": ".corpus",
     "ablation_sweep": ".ablation",
     "attribute": ".attribution",
+    "attribute_corpus": ".corpus",
     "bandwidth": ".ablation",
     "clamped_walk": ".inversion",
     "compare_lenses": ".lens.compare",
@@ -67,6 +72,7 @@ _EXPORTS = {
     "faithfulness": ".attribution",
     "fit_jacobian_lens": ".lens.trained",
     "invert": ".inversion",
+    "invert_corpus": ".corpus",
     "load_lens": ".lens.trained",
     "load_model": ".models",
     "logit_lens": ".lens",
@@ -92,7 +98,19 @@ if TYPE_CHECKING:  # pragma: no cover
         bandwidth,
     )
     from .attribution import AttributionResult, FaithfulnessResult, attribute, faithfulness
-    from .corpus import CorpusBatch, CorpusTotals, LensEvaluation, corpus, evaluate_lens
+    from .corpus import (
+        AblationCorpusResult,
+        AttributionCorpusResult,
+        CorpusBatch,
+        CorpusTotals,
+        InversionCorpusResult,
+        LensEvaluation,
+        ablation_corpus,
+        attribute_corpus,
+        corpus,
+        evaluate_lens,
+        invert_corpus,
+    )
     from .errors import (
         DeviceError,
         DistributedError,
@@ -134,7 +152,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Ablate",
+    "AblationCorpusResult",
     "AblationResult",
+    "AttributionCorpusResult",
     "AttributionResult",
     "BandwidthResult",
     "BypassLayerNorm",
@@ -146,6 +166,7 @@ __all__ = [
     "FeatureVizResult",
     "FreezeLayerNorm",
     "HookNeverFiredError",
+    "InversionCorpusResult",
     "InversionResult",
     "InversionVerdict",
     "InversionWarning",
@@ -174,8 +195,10 @@ __all__ = [
     "WalkResult",
     "ZeroComponent",
     "ablated",
+    "ablation_corpus",
     "ablation_sweep",
     "attribute",
+    "attribute_corpus",
     "bandwidth",
     "clamped_walk",
     "compare_lenses",
@@ -185,6 +208,7 @@ __all__ = [
     "faithfulness",
     "fit_jacobian_lens",
     "invert",
+    "invert_corpus",
     "load_lens",
     "load_model",
     "logit_lens",
