@@ -11,7 +11,10 @@ Under `torchrun` training is data-parallel: every process reads the same step ba
 chunks r, r + N, ... of each (`_StepBatch`), accumulates its gradients with the loss divided
 by the whole step's token count, and one all-reduce (sum) per step gives every process the
 gradient one process would have computed; each then clips and steps identically, so all of
-them hold the same translators. Only rank 0 writes the checkpoint and shows the bar.
+them hold the same translators. Only rank 0 writes the checkpoint (on a file system every
+process reads: each resumes from it) and shows the bar. A script that runs several corpus
+jobs under torchrun should open the process group once itself (`joined` then reuses it):
+re-joining one that an earlier call closed can fail to connect.
 """
 
 import hashlib
