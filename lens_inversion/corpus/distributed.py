@@ -2,13 +2,15 @@
 
 Under `torchrun` (or any launcher that sets RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT),
 `joined()` opens the default process group, with the gloo backend on the CPU and NCCL on
-CUDA, unless the caller already opened one (then it is used as it is and left open). A
+CUDA, unless the caller already opened one (then it is used as it is); a group it opened
+stays open until the process exits, so later jobs in the same script reuse it. A
 single process needs no process group at all: every collective below is then the identity.
 
 A process that dies makes its peers' next collective fail; `reduced` turns that failure
 (or a timeout) into a DistributedError, so no process returns a partial total as a whole.
 """
 
+import atexit
 import datetime
 import hashlib
 import os
@@ -63,7 +65,7 @@ def _timeout() -> datetime.timedelta:
 
 @contextmanager
 def joined(device: torch.device) -> Iterator[World]:
-    """The World of this process, opening (and afterwards closing) the process group if needed."""
+    """The World of this process, opening the process group if needed (it stays open until exit)."""
     if dist.is_available() and dist.is_initialized():
         yield World(dist.get_rank(), dist.get_world_size(), dist.get_backend())
         return
@@ -79,9 +81,14 @@ def joined(device: torch.device) -> Iterator[World]:
         dist.init_process_group(backend, timeout=_timeout())
     except Exception as error:  # the rendezvous itself failed: a peer never arrived
         raise DistributedError(f"Could not join the {backend} process group: {error}") from None
-    try:
-        yield World(dist.get_rank(), dist.get_world_size(), backend)
-    finally:
+    # Kept open for the life of the process: a second job in the same script reuses it (closing
+    # and reopening a group through torchrun's store can race with a peer's stale address).
+    atexit.register(_close)
+    yield World(dist.get_rank(), dist.get_world_size(), backend)
+
+
+def _close() -> None:
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 

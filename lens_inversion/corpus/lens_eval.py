@@ -66,6 +66,7 @@ class _Scorer:
         self.byte_lengths = byte_lengths
         self.capture = [(r.site, r.layer) for r in rows if r.site is not Site.LOGITS]
         self.block = max(1, CELL_BYTES // (4 * adapter.d_vocab_out))
+        self._row_kinds: dict[tuple, str] = {}
 
     def __call__(self, batch: CorpusBatch) -> dict[str, Tensor]:
         with torch.no_grad():
@@ -91,34 +92,73 @@ class _Scorer:
         return out
 
     def _add_block(self, sums, final: Tensor, acts: dict, nxt: Tensor, scored: Tensor) -> None:
-        ref = final.float()
-        ref_norm, _, ref_centred = metrics.normalize(ref)
-        ref_probs = metrics.softmax(ref, ref_norm)
-        ref_centred = ref_centred.clamp_(min=torch.finfo(ref_centred.dtype).min)
-        ref_top = ref.argmax(-1)
+        """Add one block of cells' sums.
+
+        The output row (the reference itself) and rows that several lenses decode alike by
+        the identity are computed once.
+        """
+        ref = _Decoded(final.float())
+        p = metrics.softmax(ref.z, ref.norm)
+        ref_cross = torch.einsum("cv,cv->c", p, ref.centred)  # Σ p (z_ref − m_ref), per cell
+        done: dict[tuple, tuple[float, float, float, int]] = {}
         for i, readout in enumerate(self.readouts):
             for j, row in enumerate(self.rows):
-                z = ref if row.site is Site.LOGITS else self._decoded(readout, row, acts[(row.site, row.layer)])
-                norm, entropy, centred = metrics.normalize(z)
-                kl = metrics.kl_divergence(ref_probs, ref_centred, ref_norm, centred[None], norm)[0]
-                log_q = norm.log_prob(metrics.token_logit(z, nxt))
-                sums["kl"][i, j] += float(kl.double().sum())
-                sums["entropy"][i, j] += float(entropy.double().sum())
-                sums["cross_entropy"][i, j] -= float(log_q[scored].double().sum())
-                sums["top1"][i, j] += int((z.argmax(-1) == ref_top).sum())
+                key = self._sharing_key(readout, row)
+                if key not in done:
+                    cells = ref if row.site is Site.LOGITS else _Decoded(self._decoded(readout, row, acts[key[1:]]))
+                    done[key] = cells.sums(p, ref_cross, ref, nxt, scored)
+                kl, entropy, ce, top1 = done[key]
+                sums["kl"][i, j] += kl
+                sums["entropy"][i, j] += entropy
+                sums["cross_entropy"][i, j] += ce
+                sums["top1"][i, j] += top1
+
+    def _sharing_key(self, readout: Readout, row: _Row) -> tuple:
+        """Equal keys decode equal logits: the output row, and identity rows of any lens."""
+        if row.site is Site.LOGITS:
+            return ("output", row.site, row.layer)
+        kind = self._row_kinds.get((id(readout), row.site, row.layer))
+        if kind is None:
+            kind = self._row_kinds[(id(readout), row.site, row.layer)] = _probe_kind(readout, row, self.adapter.d_model)
+        return (("logit",) if kind == "logit" else (id(readout),)) + (row.site, row.layer)
 
     def _decoded(self, readout: Readout, row: _Row, resid: Tensor) -> Tensor:
         translated, _ = readout.apply(resid[None], row.site, row.layer)
         return self.adapter.lens_logits(translated)[0].float()
 
 
+class _Decoded:
+    """One row's logits for a block of cells, normalised once (max, log-normaliser, entropy)."""
+
+    def __init__(self, z: Tensor) -> None:
+        self.top, self.z = z.max(-1), z
+        self.norm, self.entropy, self.centred = metrics.normalize(z)
+
+    def sums(self, p: Tensor, ref_cross: Tensor, ref: "_Decoded", nxt: Tensor, scored: Tensor):
+        """(Σ KL(ref ‖ self), Σ entropy, Σ next-token cross-entropy, top-1 agreements) over the cells.
+
+        KL = Σ p (z_ref − m_ref) − Σ p (z − m) − log s_ref + log s, on centred logits so that
+        large logit offsets lose no precision.
+        """
+        if self is ref:
+            kl = 0.0
+        else:
+            cross = torch.einsum("cv,cv->c", p, self.centred)
+            kl = float((ref_cross - cross + (self.norm.log_s - ref.norm.log_s)).double().sum())
+        log_q = self.norm.log_prob(metrics.token_logit(self.z, nxt))
+        top1 = int((self.top.indices == ref.top.indices).sum())
+        return kl, float(self.entropy.double().sum()), -float(log_q[scored].double().sum()), top1
+
+
+def _probe_kind(readout: Readout, row: _Row, d_model: int) -> str:
+    """What decodes `row` under `readout`: its own kind, or "logit" where it has no translator."""
+    return readout.apply(torch.zeros(1, 1, d_model), row.site, row.layer)[1]
+
+
 def _row_lenses(readouts: list[Readout], rows: list[_Row], d_model: int) -> list[list[str]]:
     """Which lens decoded each [lens, row] ("logit" where a trained lens has no translator, "model" for output)."""
-    probe = torch.zeros(1, 1, d_model)
-    out = []
-    for readout in readouts:
-        out.append(["model" if r.site is Site.LOGITS else readout.apply(probe, r.site, r.layer)[1] for r in rows])
-    return out
+    return [["model" if r.site is Site.LOGITS else _probe_kind(readout, r, d_model) for r in rows]
+            for readout in readouts]
 
 
 @preserves_model
