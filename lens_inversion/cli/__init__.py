@@ -27,9 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from .commands import COMMANDS
+    from .corpus_commands import CORPUS_COMMANDS
 
     try:
-        status = COMMANDS[args.command](args)
+        status = {**COMMANDS, **CORPUS_COMMANDS}[args.command](args)
     except LensInversionError as error:
         return _fail(str(error))
     except (FileNotFoundError, IsADirectoryError, PermissionError) as error:

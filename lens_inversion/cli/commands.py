@@ -167,13 +167,4 @@ COMMANDS = {
     "doctor": run_doctor,
 }
 
-
-def _corpus_commands() -> dict:
-    from .corpus_commands import CORPUS_COMMANDS  # it imports this module's helpers
-
-    return CORPUS_COMMANDS
-
-
-COMMANDS.update(_corpus_commands())
-
 __all__ = ["COMMANDS", "NOT_VERIFIED"]
