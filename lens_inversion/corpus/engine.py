@@ -126,6 +126,11 @@ def _save(path: Path, loop: Loop, totals: Totals, done: int, tokens: int, digest
     state = {"format": CHECKPOINT_FORMAT, "config": dict(loop.config), "world_size": loop.world.size,
              "rank": loop.world.rank, "done": done, "tokens": tokens, "digest": digest, "seconds": seconds,
              "totals": totals.state()}
+    save_atomically(state, path)
+
+
+def save_atomically(state: dict, path: Path) -> None:
+    """torch.save through a temporary file, so an interruption never leaves half a checkpoint."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -154,4 +159,4 @@ def _load(path: Path, loop: Loop) -> dict | None:
     return state
 
 
-__all__ = ["CHECKPOINT_FORMAT", "Loop", "RunInfo", "rank_path", "run_items"]
+__all__ = ["CHECKPOINT_FORMAT", "Loop", "RunInfo", "rank_path", "run_items", "save_atomically"]

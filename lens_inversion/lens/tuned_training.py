@@ -375,9 +375,9 @@ def _save_checkpoint(path: Path, lens: "TunedLens", optimizer, opts: TrainOption
     """Write the whole training state (rank 0 only under torchrun: every process holds the same)."""
     state = {"format": CHECKPOINT_FORMAT, "options": asdict(opts), "fingerprint": lens.metadata["fingerprint"],
              "lens": lens.state_dict(), "optimizer": optimizer.state_dict(), "run": asdict(run), "digest": digest}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    from ..corpus.engine import save_atomically  # the corpus package imports the lens package
+
+    save_atomically(state, path)
 
 
 def _resume(path: Path, lens: "TunedLens", optimizer, opts: TrainOptions, batches, digest) -> _Run:
