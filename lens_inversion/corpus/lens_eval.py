@@ -25,7 +25,7 @@ from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.preserve import preserves_model
 from ..hooks.selfcheck import recording
 from ..hooks.sites import Site
-from ..lens import metrics
+from .. import metrics
 from ..lens.translators import Readout, resolve_lens
 from .batches import CorpusBatch
 from .lens_eval_result import LensEvaluation

@@ -18,7 +18,7 @@ from ..hooks.fast_paths import lens_row_verdict
 from ..hooks.preserve import preserves_model
 from ..hooks.sites import Site
 from ..validation import check_bool, check_choice, check_int, read_prompt
-from . import metrics
+from .. import metrics
 from .result import LogitLensResult
 from .translators import Readout, resolve_lens
 
@@ -268,12 +268,12 @@ def _score(adapter, p, row_specs, cols, acts, logits, compare, top_k, chunk_size
         tgt = target[cells].expand(len(rows), -1)
         nx = next_cells[cells].expand(len(rows), -1)
         norm, ent, centred = metrics.normalize(z, (w1, w2))  # centred lives in w1
-        kl = metrics.kl_divergence(ref[3], ref[1], ref[2], centred, norm, w2)
+        kl = metrics.kl_from_centred(ref[3], ref[1], ref[2], centred, norm, w2)
         if ref_row in rows:
             kl[rows.index(ref_row)] = 0.0  # the reference against itself, exactly
         values = {
             "kl": kl,
-            "rank": metrics.rank(z, tgt, w2),
+            "rank": metrics.cell_rank(z, tgt, w2),
             "prob": norm.log_prob(metrics.token_logit(z, tgt)).exp(),
             "entropy": ent,
             "cross_entropy": (-norm.log_prob(metrics.token_logit(z, nx.clamp(min=0)))).masked_fill(

@@ -21,7 +21,7 @@ from ..hooks.fast_paths import lens_row_verdict
 from ..hooks.preserve import preserves_model
 from ..hooks.sites import Site
 from ..validation import check_bool, check_choice, check_int, read_prompt
-from . import metrics
+from .. import metrics
 from .logit_lens import _QUIET_STEPS, _activations, _positions, _row_lenses, _rows, auto_chunk_size
 from .trajectory_result import TokenTrajectoryResult
 from .translators import resolve_lens
@@ -91,7 +91,7 @@ def _gather(z: Tensor, ids: Tensor, work: Tensor) -> tuple[Tensor, Tensor]:
     m = z.amax(-1, keepdim=True)
     log_s = torch.sub(z, m, out=work).exp_().sum(-1, keepdim=True).log()
     prob = metrics.Normalizer(m, log_s).log_prob(z[:, ids]).exp()
-    rank = torch.stack([metrics.rank(z, ids[j].expand(z.shape[0]), work) for j in range(len(ids))], -1)
+    rank = torch.stack([metrics.cell_rank(z, ids[j].expand(z.shape[0]), work) for j in range(len(ids))], -1)
     return prob, rank
 
 

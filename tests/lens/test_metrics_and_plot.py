@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from _tolerances import assert_close
 
+from lens_inversion import metrics
 from lens_inversion.errors import LensInversionError
-from lens_inversion.lens import logit_lens, metrics
+from lens_inversion.lens import logit_lens
 from lens_inversion.viz.heatmap import ColorScale, layer_position_heatmap
 
 
@@ -26,11 +27,11 @@ def test_metrics_against_torch():
     ref_norm, _, ref_centred = metrics.normalize(z_ref)
     p_ref = metrics.softmax(z_ref, ref_norm)
     assert_close(p_ref, z_ref.softmax(-1))
-    kl = metrics.kl_divergence(p_ref, ref_centred, ref_norm, centred, norm, work=torch.empty_like(z))
+    kl = metrics.kl_from_centred(p_ref, ref_centred, ref_norm, centred, norm, work=torch.empty_like(z))
     expected = F.kl_div(lp, lp_ref.expand_as(lp), reduction="none", log_target=True).sum(-1)
     assert_close(kl, expected.float())
     order = lp.argsort(-1, descending=True)
-    assert torch.equal(metrics.rank(z, tok), ((order == tok[..., None]).float().argmax(-1) + 1).float())
+    assert torch.equal(metrics.cell_rank(z, tok), ((order == tok[..., None]).float().argmax(-1) + 1).float())
     ids, probs = metrics.top_k(z, norm, 3)
     assert torch.equal(ids, order[..., :3])
     assert_close(probs, lp.exp().sort(-1, descending=True).values[..., :3].float())
@@ -39,7 +40,7 @@ def test_metrics_against_torch():
     z_ref[0, :10] = float("-inf")
     ref_norm, _, ref_centred = metrics.normalize(z_ref)
     p_ref = metrics.softmax(z_ref, ref_norm)
-    kl = metrics.kl_divergence(p_ref, ref_centred.clamp(min=torch.finfo(z.dtype).min), ref_norm, centred, norm)
+    kl = metrics.kl_from_centred(p_ref, ref_centred.clamp(min=torch.finfo(z.dtype).min), ref_norm, centred, norm)
     p64 = p_ref.double()
     expected_kl = (torch.special.xlogy(p64, p64) - p64 * lp).sum(-1)
     assert torch.isfinite(kl).all()

@@ -1,4 +1,14 @@
-"""Pure tensor metrics of lens cells, computed from logits in float32.
+"""The one metrics module: KL, probabilities, entropy, cross-entropy and rank, from logits.
+
+Every family (lens, attribution, ablation, corpus, model evaluation) computes its
+distribution metrics here, so "kl" means the same number everywhere: KL(reference ‖ other)
+in nats, reference first. Two layers:
+
+- plain functions of logits (`log_probs`, `kl_divergence`, `entropy`, `cross_entropy`,
+  `probability`, `token_log_prob`, `rank`, `top1_agreement`): float32 or wider, one
+  log-softmax per call, for the small batches of attribution, ablation and evaluation;
+- fused cell metrics for the lens read-out (`normalize`, `kl_from_centred`, `cell_rank`,
+  `top_k`), which never form a log-softmax array and reuse scratch buffers.
 
 A cell is one vocabulary-sized logit vector `z` (`[..., d_vocab]`). Everything works from
 logits, their maximum `m` and `log_s = log Σ exp(z − m)` (so logsumexp = m + log_s); no
@@ -58,7 +68,7 @@ def softmax(z: Cells, norm: Normalizer) -> Cells:
     return (z - norm.lse[..., None]).exp_()
 
 
-def kl_divergence(
+def kl_from_centred(
     ref_probs: Float[Tensor, "cell d_vocab"],
     ref_centred: Float[Tensor, "cell d_vocab"],
     ref_norm: Normalizer,
@@ -82,7 +92,7 @@ def token_logit(z: Cells, token: Int[Tensor, "*cell"]) -> PerCell:
     return z.gather(-1, token[..., None]).squeeze(-1)
 
 
-def rank(z: Cells, token: Int[Tensor, "*cell"], work: Tensor | None = None) -> PerCell:
+def cell_rank(z: Cells, token: Int[Tensor, "*cell"], work: Tensor | None = None) -> PerCell:
     """1 + the number of tokens with a strictly higher logit than `token` (1 = top), as float."""
     above = torch.gt(z, token_logit(z, token)[..., None], out=_scratch(z, work))  # 0./1. in z's dtype
     ones = torch.ones(z.shape[-1], dtype=z.dtype, device=z.device)
@@ -95,4 +105,56 @@ def top_k(z: Cells, norm: Normalizer, k: int) -> tuple[Int[Tensor, "*cell k"], F
     return ids, ((values - norm.m[..., None]) - norm.log_s[..., None]).exp()
 
 
-__all__ = ["Normalizer", "kl_divergence", "normalize", "rank", "softmax", "token_logit", "top_k"]
+
+
+def _widened(logits: Tensor) -> Tensor:
+    """float32 at least: half-precision log-softmax loses the small probabilities KL needs."""
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+
+
+def log_probs(logits: Cells) -> Cells:
+    """Log softmax over the vocabulary, in float32 or wider."""
+    return _widened(logits).log_softmax(-1)
+
+
+def kl_divergence(reference_logits: Cells, logits: Cells) -> PerCell:
+    """KL(softmax(reference) ‖ softmax(logits)) in nats per cell; shapes broadcast."""
+    log_p, log_q = log_probs(reference_logits), log_probs(logits)
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def entropy(logits: Cells) -> PerCell:
+    """H(softmax(logits)) in nats per cell."""
+    log_p = log_probs(logits)
+    return -(log_p.exp() * log_p).sum(-1)
+
+
+def token_log_prob(logits: Cells, tokens: Int[Tensor, "*cell"]) -> PerCell:
+    """Log softmax(logits)[token] per cell."""
+    return token_logit(log_probs(logits), tokens)
+
+
+def cross_entropy(logits: Cells, tokens: Int[Tensor, "*cell"]) -> PerCell:
+    """−log softmax(logits)[token] per cell: the next-token loss when `tokens` are the next tokens."""
+    return -token_log_prob(logits, tokens)
+
+
+def probability(logits: Cells, tokens: Int[Tensor, "*cell"]) -> PerCell:
+    """softmax(logits)[token] per cell."""
+    return token_log_prob(logits, tokens).exp()
+
+
+def rank(logits: Cells, tokens: Int[Tensor, "*cell"]) -> Int[Tensor, "*cell"]:
+    """1 + the number of tokens with a strictly higher logit than `token` (1 = top)."""
+    return (logits > token_logit(logits, tokens)[..., None]).sum(-1) + 1
+
+
+def top1_agreement(logits: Cells, reference_logits: Cells) -> Float[Tensor, "*cell"]:
+    """1.0 where both cells' most likely token is the same, else 0.0."""
+    return (logits.argmax(-1) == reference_logits.argmax(-1)).float()
+
+
+__all__ = [
+    "Normalizer", "cell_rank", "cross_entropy", "entropy", "kl_divergence", "kl_from_centred", "log_probs",
+    "normalize", "probability", "rank", "softmax", "token_log_prob", "token_logit", "top1_agreement", "top_k",
+]
