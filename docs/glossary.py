@@ -21,7 +21,7 @@ SKIPPED_KINDS = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.VAR_POSITI
 
 
 def public_functions() -> dict:
-    """name -> function for every public function of `lens_inversion` (classes left out)."""
+    """Name -> function for every public function of `lens_inversion` (classes left out)."""
     import lens_inversion as li
 
     found = {}
@@ -33,7 +33,7 @@ def public_functions() -> dict:
 
 
 def option_users() -> dict[str, list[str]]:
-    """option name -> the public functions that take it, from the signatures."""
+    """Option name -> the public functions that take it, from the signatures."""
     users = defaultdict(list)
     for name, function in public_functions().items():
         for parameter in inspect.signature(function).parameters.values():
