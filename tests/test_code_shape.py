@@ -11,14 +11,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lens_inversion"
 MAX_LINES = 60
 
 
-def _long_functions() -> list[str]:
+def _long_functions(package: Path = PACKAGE) -> list[str]:
     found = []
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in sorted(package.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = node.end_lineno - node.lineno + 1
                 if length > MAX_LINES:
-                    found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({length} lines)")
+                    found.append(f"{path.relative_to(package.parent)}:{node.lineno} {node.name} ({length} lines)")
     return found
 
 
@@ -26,8 +26,10 @@ def test_no_function_is_over_60_lines():
     assert _long_functions() == []
 
 
-def test_the_counter_sees_a_long_function(tmp_path):
-    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_LINES))
-    tree = ast.parse(f"def f():\n{body}\n")
-    node = tree.body[0]
-    assert node.end_lineno - node.lineno + 1 == MAX_LINES + 1
+def test_the_counter_flags_61_lines_and_passes_60(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    long_body = "\n".join(f"        x{i} = {i}" for i in range(MAX_LINES))
+    short_body = "\n".join(f"    y{i} = {i}" for i in range(MAX_LINES - 1))
+    (package / "m.py").write_text(f"class C:\n    def long(self):\n{long_body}\n\n\ndef short():\n{short_body}\n")
+    assert _long_functions(package) == ["pkg/m.py:2 long (61 lines)"]
