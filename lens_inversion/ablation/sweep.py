@@ -304,7 +304,8 @@ def _plan_groups(plan: SweepPlan) -> tuple[list[list[int]], dict]:
     return [order[i : i + size] for i in range(0, len(order), size)], {}
 
 
-def _forward(plan: SweepPlan, layer: int, hooks: list, rows: int, start: int, prefix, clean: Tensor) -> Tensor:
+def _forward(plan: SweepPlan, layer: int, hooks: list, rows: int, start: int, prefix, clean: Tensor,
+             narrow: bool) -> Tensor:
     """Logits of one group: after the clean prefix [0, start) when there is one, else from the start."""
     if start:
         logits = run_after_layered(
@@ -315,7 +316,7 @@ def _forward(plan: SweepPlan, layer: int, hooks: list, rows: int, start: int, pr
             from_layer=layer if plan.site is Site.RESID_PRE else layer + 1,
             hooks=hooks,
         )
-        if logits.shape[1] != 1:  # full positions: put the unchanged prefix back in front
+        if logits.shape[1] != 1 or not narrow:  # full positions: put the unchanged prefix back in front
             logits = torch.cat([clean[:, :start].expand(rows, -1, -1), logits], dim=1)
         return logits
     # Every row from the start where the batch cannot widen mid-forward: the embedding comes
@@ -339,7 +340,7 @@ def _run_group(plan: SweepPlan, scorer: _Scorer, fill: _CellValues, layer: int, 
     hooks = ah.write_site(plan.adapter, plan.site, plan.layer_key(layer), rewrite).pairs()
     if scorer.narrow:
         hooks += readout_only(plan.adapter, [plan.readout - start])
-    logits = _forward(plan, layer, hooks, len(chunk), start, prefixes.get(start), clean)
+    logits = _forward(plan, layer, hooks, len(chunk), start, prefixes.get(start), clean, scorer.narrow)
     return scorer(logits).cpu()
 
 

@@ -106,3 +106,18 @@ def test_layerless_string_form_round_trips():
     assert str(target) == "resid_post[:, 1:, :64]"
     assert li.Target.parse(str(target), layer_optional=True) == target
     assert li.Target.layerless("embed") == li.Target(site="embed")
+
+
+def test_cross_entropy_when_a_group_starts_at_the_last_position(tiny):
+    """A reused prefix leaving one position still scores every position (was: an empty loss)."""
+    from lens_inversion.ablation import Ablate, ablated
+
+    tokens = adapter_for(tiny).prompt(PROMPT).tokens
+    n = tokens.shape[1]
+    result = ablation_sweep(tiny, PROMPT, target=f"blocks.1.hook_attn_out[:, {n - 2}:]", metric="cross_entropy",
+                            batch_size=1, **Q)
+    for j, p in enumerate(result.columns):
+        with ablated(tiny, Ablate(li.Target(site="attn_out", layer=1, tokens=p))), torch.no_grad():
+            logits = tiny(tokens)
+        expected = torch.nn.functional.cross_entropy(logits[0, :-1].float(), tokens[0, 1:])
+        assert float(result.values[0, j]) == pytest.approx(float(expected), rel=1e-4, abs=1e-5)
