@@ -219,11 +219,15 @@ def _statistic(adapter, model, *, specs, sweep_options: dict, reference, include
     return step
 
 
-def _old_metric(metric):
-    """metric='loss' is the old spelling of 'cross_entropy'."""
+def _check_scalars(metric, include_bos, batch_size, seed) -> str:
+    """Check the plain options; return the metric (metric='loss' is the old spelling of 'cross_entropy')."""
     if metric == "loss":
         warn_renamed("loss", "cross_entropy", what="metric", stacklevel=6)
-        return "cross_entropy"
+        metric = "cross_entropy"
+    check_choice("metric", metric, METRICS)
+    check_bool("include_bos", include_bos)
+    check_int("batch_size", batch_size, low=1, allow_none=True)
+    check_seed(seed, allow_none=False)
     return metric
 
 
@@ -236,8 +240,7 @@ def _site_as_target(site) -> Target:
 @preserves_model
 def ablation_corpus(model, corpus, /, *, specs: "SpecName | Sequence[SpecName]" = ("zero", "mean"),
                     target: "Target | str | None" = None, layers: Sequence[int] | None = None,
-                    metric: MetricName = "kl",
-                    n_prompts: int | None = 64, max_tokens_per_prompt: int = 32, text_key: str = "text",
+                    metric: MetricName = "kl", n_prompts: int | None = 64, max_tokens_per_prompt: int = 32, text_key: str = "text",
                     reference: "str | list[str] | None" = None, include_bos: bool = False,
                     batch_size: int | None = None, seed: int = 0, checkpoint=None, checkpoint_every: int = 10,
                     progress: bool = True) -> AblationCorpusResult:
@@ -275,18 +278,13 @@ def ablation_corpus(model, corpus, /, *, specs: "SpecName | Sequence[SpecName]" 
                          text_key=text_key)
     specs = _check_specs(specs)
     target, layers = _check_target_layers(adapter, target, layers)
-    site = target.site
-    metric = _old_metric(metric)
-    check_choice("metric", metric, METRICS)
-    check_bool("include_bos", include_bos)
-    check_int("batch_size", batch_size, low=1, allow_none=True)
-    check_seed(seed, allow_none=False)
+    site, metric = target.site, _check_scalars(metric, include_bos, batch_size, seed)
     ref_digest = _reference_digest(adapter, reference, specs, max_tokens_per_prompt)
     path = check_run_options(checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress)
     options = {"n_prompts": n_prompts, "max_tokens_per_prompt": max_tokens_per_prompt, "text_key": text_key,
                "reference": ref_digest, "include_bos": include_bos, "batch_size": batch_size, "seed": seed}
-    config = {"job": "ablation_corpus", "specs": list(specs), "site": site.value if target.features == slice(None) else str(target), "layers": layers, "metric": metric,
-              **options}
+    where = site.value if target.features == slice(None) else str(target)  # old checkpoints: the site name
+    config = {"job": "ablation_corpus", "specs": list(specs), "site": where, "layers": layers, "metric": metric, **options}
     sweep_options = {"target": target, "layers": layers, "metric": metric, "batch_size": batch_size, "seed": seed}
     step = _statistic(adapter, model, specs=specs, sweep_options=sweep_options, reference=reference,
                       include_bos=include_bos, n_bins=max_tokens_per_prompt)
