@@ -114,6 +114,37 @@ def check_number(name: str, value: object, *, low: float | None = None, high: fl
     raise OptionError(f"{name} must be a finite number{size}{_bounds(low, high, low_open, high_open)}{alt}; got {value!r}.")
 
 
+def check_int_list(name: str, value: object, *, low: int | None = None, high: int | None = None) -> list[int]:
+    """A non-empty list, tuple or range of ints (not bools) in low..high, as a list; else OptionError."""
+    items = list(value) if isinstance(value, (list, tuple, range)) else None
+    if items and all(_is_int(v) and (low is None or v >= low) and (high is None or v <= high) for v in items):
+        return items
+    valid = f"integers in [{low}, {high}]" if low is not None and high is not None else _int_range(low, high)
+    raise OptionError(f"{name} must be a non-empty list of {valid}; got {value!r}.")
+
+
+def check_used_by(choice_name: str, choice: str, used_by: dict[str, tuple[str, ...]], **options: object) -> None:
+    """An option the chosen mode ignores is an OptionError, not silently dropped.
+
+    `used_by` maps each option name to the values of `choice_name` that use it; options
+    given as None are not checked.
+    """
+    for name, value in options.items():
+        if value is not None and choice not in used_by[name]:
+            users = " or ".join(repr(a) for a in used_by[name])
+            raise OptionError(
+                f"{name}= applies only to {choice_name}={users}; got {name}={value!r} with {choice_name}={choice!r}."
+            )
+
+
+def check_one_of_options(function: str, **options: object) -> None:
+    """At most one of the given options may be set (not None); else OptionError naming them."""
+    given = [name for name, value in options.items() if value is not None]
+    if len(given) > 1:
+        names = ", ".join(f"{n}=" for n in options)
+        raise OptionError(f"{function}() takes one of {names}; got {', '.join(g + '=' for g in given)}.")
+
+
 def check_text(name: str, value: object, *, allow_none: bool = False) -> None:
     """Raise OptionError unless `value` is a str (or None when allowed)."""
     if isinstance(value, str) or (value is None and allow_none):
@@ -206,6 +237,9 @@ __all__ = [
     "check_choice",
     "check_destination",
     "check_int",
+    "check_int_list",
+    "check_one_of_options",
+    "check_used_by",
     "check_number",
     "check_seed",
     "check_prompt_text",

@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from jaxtyping import Float
@@ -12,7 +13,9 @@ from ..errors import OptionError
 from ..hooks.adapter import adapter_for
 from ..hooks.preserve import preserves_model
 from ..hooks.targets import Target, as_target
-from ..validation import check_bool, check_choice, check_destination, check_number, read_prompt
+from ..inversion.api import invert as invert_fn
+from ..metrics import kl_divergence, top1_agreement
+from ..validation import check_bool, check_choice, check_destination, check_number
 from .sweep import ablation_sweep
 
 
@@ -84,12 +87,13 @@ class BandwidthResult:
 
 
 def _mean_kl(ablated: Tensor, clean: Tensor) -> Tensor:
-    logp = clean.float().log_softmax(-1)
-    return (logp.exp() * (logp - ablated.float().log_softmax(-1))).sum(-1).mean(-1)
+    """Mean over positions of KL(clean ‖ ablated), one value per row."""
+    return kl_divergence(clean, ablated).mean(-1)
 
 
 def _top1_agreement(ablated: Tensor, clean: Tensor) -> Tensor:
-    return (ablated.argmax(-1) == clean.argmax(-1)).float().mean(-1)
+    """Fraction of positions whose top-1 prediction is unchanged, one value per row."""
+    return top1_agreement(ablated, clean).mean(-1)
 
 
 def _min_width(widths: list[int], ok: list[bool]) -> int | None:
@@ -101,6 +105,23 @@ def _min_width(widths: list[int], ok: list[bool]) -> int | None:
     return best
 
 
+def _recovery(adapter, prompt, target: Target, widths: list[int]) -> list[float]:
+    """Token accuracy of exact inversion from the first `keep` features of the target, per width."""
+    scores = []
+    for width in widths:
+        if width == 0:
+            scores.append(0.0)
+            continue
+        sliced = Target(site=target.site, layer=target.layer, tokens=target.tokens, features=slice(None, width))
+        result = invert_fn(adapter.model, prompt, target=sliced, method="exact", progress=False)
+        scores.append(float(result.token_accuracy))
+    return scores
+
+
+INVERT_CHOICES = ("auto", "yes", "no")
+InvertChoice = Literal["auto", "yes", "no"]
+
+
 @preserves_model
 def bandwidth(
     model,
@@ -110,7 +131,7 @@ def bandwidth(
     target: "Target | str",
     widths: Sequence[int] | None = None,
     kl_threshold: float = 0.01,
-    invert: str = "auto",
+    invert: InvertChoice = "auto",
     progress: bool = True,
 ) -> BandwidthResult:
     """Truncate a residual width step by step and measure what survives.
@@ -123,64 +144,34 @@ def bandwidth(
         widths: kept widths to try (default: 8 steps up to d_model).
         kl_threshold: the output counts as intact when mean KL ≤ this and every top-1
             prediction is unchanged.
-        invert: "auto" (run exact inversion from the first `keep` features when
-            `li.invert` exists), "yes" (require it) or "no".
+        invert: "auto" or "yes" (run exact inversion from the first `keep` features) or "no".
         progress: show progress bars.
 
     Returns:
         BandwidthResult; min_width asks for full input recovery when inversion ran,
         else for an intact output.
     """
-    check_choice("invert", invert, ("auto", "yes", "no"))
+    check_choice("invert", invert, INVERT_CHOICES)
     check_number("kl_threshold", kl_threshold, low=0)
     check_bool("progress", progress)
     adapter = adapter_for(model)
     target = as_target(target).resolve(adapter)
     if target.features != slice(None):
         raise OptionError(f"bandwidth sets the width itself; give {target} without a feature slice.")
-    layers = None if target.layer is None else [target.layer]
-    n_pos = read_prompt(adapter, prompt).pos
-    common = dict(
-        ablation="truncate",
-        site=target.site,
-        layers=layers,
-        positions=target.token_positions(n_pos),
-        widths=widths,
-        progress=progress,
-    )
+    swept = Target(site=target.site, layer=target.layer, tokens=target.tokens)
+    common = dict(ablation="truncate", target=swept, widths=widths, progress=progress)
     kl = ablation_sweep(adapter, prompt, metric=_mean_kl, **common)
     top1 = ablation_sweep(adapter, prompt, metric=_top1_agreement, **common)
-    widths = kl.columns
-    invert_fn = None
-    if invert != "no":
-        import lens_inversion
-
-        invert_fn = getattr(lens_inversion, "invert", None)
-        if invert_fn is None and invert == "yes":
-            raise OptionError("invert='yes' needs li.invert(..., method='exact'), which this install does not have.")
+    widths = list(kl.columns)
     recovered = None
-    if invert_fn is not None:
-        scores = []
-        for width in widths:
-            if width == 0:
-                scores.append(0.0)
-                continue
-            sliced = Target(site=target.site, layer=target.layer, tokens=target.tokens, features=slice(None, width))
-            result = invert_fn(adapter.model, prompt, target=sliced, method="exact", progress=False)
-            scores.append(float(result.token_accuracy))
-        recovered = torch.tensor(scores)
-        ok = [s >= 1.0 for s in scores]
+    if invert != "no":
+        recovered = torch.tensor(_recovery(adapter, prompt, target, widths))
+        ok = [s >= 1.0 for s in recovered.tolist()]
         criterion = "exact inversion recovers every token"
     else:
         ok = [bool(k <= kl_threshold) and bool(t >= 1.0) for k, t in zip(kl.values[0], top1.values[0], strict=True)]
         criterion = f"mean KL ≤ {kl_threshold:g} and every top-1 prediction unchanged"
     return BandwidthResult(
-        target=str(target),
-        widths=list(widths),
-        kl=kl.values[0],
-        top1_agreement=top1.values[0],
-        recovered=recovered,
-        min_width=_min_width(list(widths), ok),
-        criterion=criterion,
-        d_model=adapter.d_model,
+        target=str(target), widths=widths, kl=kl.values[0], top1_agreement=top1.values[0], recovered=recovered,
+        min_width=_min_width(widths, ok), criterion=criterion, d_model=adapter.d_model,
     )

@@ -12,6 +12,7 @@ from ..validation import check_destination
 METRIC_TITLES = {
     "kl": "KL(clean ‖ ablated) at the readout token",
     "logit_diff": "logit(answer) − logit(foil) at the readout token",
+    "cross_entropy": "mean next-token loss (cross-entropy) over the prompt",
     "loss": "mean next-token loss over the prompt",
     "prob": "probability of the answer at the readout token",
 }
@@ -28,7 +29,7 @@ class AblationResult:
         columns: the position or width of each column.
         clean: the same metric on the unablated run (0 for "kl").
         str_tokens: the prompt's tokens, for labels.
-        readout: the position whose prediction the metric reads (None for "loss" and
+        readout: the position whose prediction the metric reads (None for "cross_entropy" and
             callables, which see every position).
     """
     checks: tuple = field(default=(), repr=False, compare=False)  # self-check verdicts the call relied on

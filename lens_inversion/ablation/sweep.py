@@ -9,29 +9,172 @@ unembedding runs on one position instead of all. On Hugging Face-booted bridges,
 before position p changes either: positions are grouped, and a group starting at a > 0
 reuses the clean prefix's keys/values (`hooks.execution.PrefixState`) and runs only
 positions a.. (one row below layer l, one row per cell from layer l up).
+
+The code is a plan (`SweepPlan`: every option checked and resolved before the model runs)
+and a group runner (`_run_group`: one forward for one layer and one group of columns).
 """
 
+import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import LensInversionError, OptionError, PromptError
+from .. import metrics as M
+from ..deprecation import warn_renamed
+from ..errors import LensInversionError, OptionError, PromptError, TargetError
 from ..hooks import ablation_hooks as ah
 from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.execution import PrefixState, readout_only, run_after_layered, supports_layered
 from ..hooks.fast_paths import widening_verified
 from ..hooks.preserve import preserves_model
 from ..hooks.sites import Site
-from ..hooks.targets import index_positions
-from ..validation import check_bool, check_choice, check_int, check_seed, read_prompt
+from ..hooks.targets import Target, _check_index, index_positions
+from ..validation import check_bool, check_choice, check_int, check_int_list, check_seed, check_used_by, read_prompt
 from .apply import resample_values
 from .result import AblationResult
 
-METRICS = ("kl", "logit_diff", "loss", "prob")
+METRICS = ("kl", "logit_diff", "cross_entropy", "prob")
+MetricName = Literal["kl", "logit_diff", "cross_entropy", "prob"]
 ABLATIONS = ("zero", "mean", "resample", "truncate")
+AblationName = Literal["zero", "mean", "resample", "truncate"]
+SITES = (Site.EMBED, Site.RESID_PRE, Site.RESID_MID, Site.RESID_POST, Site.ATTN_OUT, Site.MLP_OUT)
 Metric = Callable[[Tensor, Tensor], Tensor]
+# Default batch: about this many token rows (rows × prompt length) per forward, so the
+# activations of one forward stay bounded whatever the prompt length ...
+ROW_TOKENS_PER_FORWARD = 4096
+# ... and at most this many rows: for short prompts 4096 // length would be hundreds of
+# rows, each a full [pos, d_model] activation per layer, with no gain once the device is busy.
+MAX_ROWS_PER_FORWARD = 64
+# Positions of one layer are split into about this many groups when prefixes are reused:
+# more groups skip more of each group's prefix but mean more (smaller) forwards.
+PREFIX_GROUPS = 8
+# Default kept widths of a truncate sweep: d_model/8, 2·d_model/8, ..., d_model.
+WIDTH_STEPS = 8
+_USED_BY = {"widths": ("truncate",), "reference": ("mean", "resample")}
+_LEGACY = {"site": "target", "positions": "target", "features": "target"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepPlan:
+    """A checked sweep: what is ablated where, and how the work is batched."""
+
+    adapter: ModelAdapter
+    tokens: Tensor  # [1, pos]
+    str_tokens: list[str]
+    ablation: str
+    site: Site
+    layers: list[int]  # the rows
+    kind: Literal["positions", "widths"]
+    columns: list[int]  # ablated positions, or kept widths
+    positions: list[int]  # truncate: the positions every width applies to
+    features: Tensor  # feature indices ablated at a cell (zero / mean / resample)
+    metric: "str | Metric"
+    readout: int
+    answer: "str | int | None"
+    foil: "str | int | None"
+    reference: object
+    batch_size: int
+    seed: int
+    progress: bool
+
+    def layer_key(self, layer: int) -> int | None:
+        """The hook layer of a row (None for the embedding)."""
+        return None if self.site is Site.EMBED else layer
+
+
+def _as_list(name: str, value):
+    """None, one index, or a list/tuple/range of them, as None or a list (items checked later)."""
+    if value is None or isinstance(value, (list, tuple, range)):
+        return None if value is None else list(value)
+    if isinstance(value, torch.Tensor) and value.ndim == 1:
+        return list(value)
+    if isinstance(value, (int, slice)) or hasattr(value, "__index__"):
+        return [value]
+    raise OptionError(f"{name} must be None, an int or a list of ints; got {type(value).__name__} {value!r}.")
+
+
+def _sweep_target(target) -> Target:
+    """The swept activation: None is every resid_post cell; a string may leave the layer out."""
+    if target is None:
+        return Target.layerless(Site.RESID_POST)
+    target = Target.parse(target, layer_optional=True)
+    if target.site not in SITES:
+        raise OptionError(
+            f"site={target.site.value!r} cannot be ablated; "
+            "choose resid_pre, resid_mid, resid_post, attn_out, mlp_out or embed."
+        )
+    if target.batch not in (slice(None), 0, slice(0, 1), slice(None, 1)):
+        raise TargetError(f"ablation_sweep sweeps one prompt; target {target} selects batch {target.batch!r}.")
+    return target
+
+
+def _rows(adapter: ModelAdapter, target: Target, layers) -> list[int]:
+    """The layers swept: the target's own layer, else `layers` (default every layer)."""
+    layers = _as_list("layers", layers)
+    if target.site is Site.EMBED:
+        return [0]
+    if target.layer is not None:
+        if layers is not None:
+            raise OptionError(f"target {target} names layer {target.layer}; give the layer there or in layers=, not both.")
+        layers = [target.layer]
+    return [adapter.check_layer(lay) for lay in (range(adapter.n_layers) if layers is None else layers)]
+
+
+def _check_options(ablation, metric, seed, progress, batch_size, widths, reference) -> None:
+    check_choice("ablation", ablation, ABLATIONS)
+    if not callable(metric):
+        check_choice("metric", metric, METRICS)
+    check_seed(seed, allow_none=False)
+    check_bool("progress", progress)
+    check_int("batch_size", batch_size, low=1, allow_none=True)
+    check_used_by("ablation", ablation, _USED_BY, widths=widths, reference=reference)
+    if ablation == "resample" and reference is None:
+        raise OptionError("ablation='resample' needs reference= (prompt(s) to draw activations from).")
+
+
+def _columns(adapter, target: Target, positions, ablation: str, widths, n_pos: int):
+    """(kind, columns, positions): the sweep's columns and the positions ablated."""
+    if positions is None:
+        positions = target.token_positions(n_pos)
+    else:  # the deprecated positions= list
+        positions = [index_positions(p, n_pos, "position")[0] for p in positions]
+    if ablation != "truncate":
+        return "positions", positions, positions
+    if target.features != slice(None):
+        raise OptionError(f"ablation='truncate' sets the kept width itself; give {target} without a feature slice.")
+    if widths is None:
+        widths = [round(adapter.d_model * k / WIDTH_STEPS) for k in range(1, WIDTH_STEPS + 1)]
+    widths = check_int_list("widths", widths, low=0, high=adapter.d_model)
+    return "widths", sorted(set(widths)), positions
+
+
+def plan_sweep(model, prompt, *, ablation, target, layers, positions=None, widths, metric, readout, answer, foil,
+               reference, batch_size, seed, progress) -> SweepPlan:
+    """Check every option and resolve the rows, columns and feature slice (nothing runs yet)."""
+    adapter = adapter_for(model)
+    _check_options(ablation, metric, seed, progress, batch_size, widths, reference)
+    target = _sweep_target(target)
+    rows = _rows(adapter, target, layers)
+    batch = read_prompt(adapter, prompt)
+    if batch.batch != 1:
+        raise PromptError(f"ablation_sweep takes one prompt; got {batch.batch}. Sweep each prompt separately.")
+    n_pos = batch.pos
+    kind, columns, cells = _columns(adapter, target, positions, ablation, widths, n_pos)
+    if not rows or not columns:
+        raise OptionError("layers and positions must not be empty.")
+    features = index_positions(target.features, adapter.d_model, "feature")
+    return SweepPlan(
+        adapter=adapter, tokens=batch.tokens, str_tokens=batch.str_tokens[0], ablation=ablation, site=target.site,
+        layers=rows, kind=kind, columns=columns, positions=cells,
+        features=torch.tensor(features, device=adapter.device), metric=metric,
+        readout=index_positions(readout, n_pos, "readout")[0], answer=answer, foil=foil, reference=reference,
+        batch_size=batch_size or max(1, min(MAX_ROWS_PER_FORWARD, ROW_TOKENS_PER_FORWARD // n_pos)),
+        seed=seed, progress=progress,
+    )
 
 
 def _clean_run(adapter: ModelAdapter, tokens: Tensor, site: Site, layers: list[int]) -> tuple[Tensor, dict]:
@@ -49,51 +192,77 @@ def _reference_acts(adapter: ModelAdapter, reference, site: Site, layers: list[i
 
 
 class _Scorer:
-    """The metric, computed from ablated logits against the clean run."""
+    """The metric, computed from ablated logits against the clean run (`lens_inversion.metrics`)."""
 
-    def __init__(self, adapter, metric, tokens, clean, readout, answer, foil) -> None:
-        self.metric = metric
-        self.tokens = tokens
-        self.readout = readout
-        self.narrow = isinstance(metric, str) and metric != "loss"
-        top = clean[0, readout].topk(2).indices
-        self.answer = top[0].item() if answer is None else adapter.token_id(answer)
-        self.foil = top[1].item() if foil is None else adapter.token_id(foil)
+    def __init__(self, plan: SweepPlan, clean: Tensor) -> None:
+        self.metric, self.tokens, self.readout = plan.metric, plan.tokens, plan.readout
+        self.narrow = isinstance(self.metric, str) and self.metric != "cross_entropy"
+        top = clean[0, self.readout].topk(2).indices
+        self.answer = top[0].item() if plan.answer is None else plan.adapter.token_id(plan.answer)
+        self.foil = top[1].item() if plan.foil is None else plan.adapter.token_id(plan.foil)
         self.clean_logits = clean
-        self.clean = float(self(clean if not self.narrow else clean[:, readout : readout + 1])[0])
+        self.clean = float(self(clean if not self.narrow else clean[:, self.readout : self.readout + 1])[0])
+
+    def _custom(self, logits: Tensor) -> Tensor:
+        try:
+            values = torch.as_tensor(self.metric(logits, self.clean_logits))
+        except LensInversionError:
+            raise
+        except Exception as error:
+            raise OptionError(
+                f"The metric callable raised {type(error).__name__}: {error}; it must return one value per "
+                f"row, shape ({logits.shape[0]},), from (ablated_logits, clean_logits)."
+            ) from error
+        if values.shape != (logits.shape[0],):
+            raise OptionError(
+                f"A metric callable must return one value per row, shape ({logits.shape[0]},); "
+                f"got {tuple(values.shape)}."
+            )
+        return values.float()
 
     def __call__(self, logits: Tensor) -> Tensor:
-        metric = self.metric
-        if callable(metric):
-            try:
-                values = torch.as_tensor(metric(logits, self.clean_logits))
-            except LensInversionError:
-                raise
-            except Exception as error:
-                raise OptionError(
-                    f"The metric callable raised {type(error).__name__}: {error}; it must return one value per "
-                    f"row, shape ({logits.shape[0]},), from (ablated_logits, clean_logits)."
-                ) from error
-            if values.shape != (logits.shape[0],):
-                raise OptionError(
-                    f"A metric callable must return one value per row, shape ({logits.shape[0]},); "
-                    f"got {tuple(values.shape)}."
-                )
-            return values.float()
-        if metric == "loss":
-            logp = logits[:, :-1].float().log_softmax(-1)
-            nll = -logp.gather(-1, self.tokens[:, 1:, None].expand(logits.shape[0], -1, 1))[..., 0]
-            return nll.mean(-1)
+        if callable(self.metric):
+            return self._custom(logits)
+        rows = logits.shape[0]
+        if self.metric == "cross_entropy":
+            return M.cross_entropy(logits[:, :-1], self.tokens[:, 1:].expand(rows, -1)).mean(-1)
         last = (logits[:, 0] if logits.shape[1] == 1 else logits[:, self.readout]).float()
-        if metric == "kl":
-            clean = self.clean_logits[:, self.readout].float().log_softmax(-1)
-            return (clean.exp() * (clean - last.log_softmax(-1))).sum(-1)
-        if metric == "prob":
-            return last.softmax(-1)[:, self.answer]
-        return last[:, self.answer] - last[:, self.foil]
+        if self.metric == "kl":
+            return M.kl_divergence(self.clean_logits[:, self.readout], last)
+        answer = torch.full((rows,), self.answer, device=last.device)
+        if self.metric == "prob":
+            return M.probability(last, answer)
+        return M.token_logit(last, answer) - M.token_logit(last, torch.full_like(answer, self.foil))
 
 
-def _row_writer(kind, cells, feature_index, values, d_model):
+class _CellValues:
+    """What each cell of a group is replaced with: zero, a mean, resampled rows, or a width."""
+
+    def __init__(self, plan: SweepPlan, clean_acts: dict) -> None:
+        self.plan = plan
+        self.means = self.ref = self.lengths = None
+        if plan.ablation == "mean" and plan.reference is None:
+            self.means = {lay: clean_acts[lay][0].mean(0) for lay in plan.layers}
+        elif plan.ablation in ("mean", "resample"):
+            self.ref, self.lengths = _reference_acts(plan.adapter, plan.reference, plan.site, plan.layers)
+            if plan.ablation == "mean":
+                mask = (torch.arange(self.ref[plan.layers[0]].shape[1])[None] < self.lengths[:, None])
+                mask = mask.to(plan.adapter.device)[..., None]
+                self.means = {lay: (self.ref[lay] * mask).sum((0, 1)) / mask.sum() for lay in plan.layers}
+
+    def __call__(self, layer: int, chunk: list[int]):
+        plan = self.plan
+        if plan.kind == "widths":
+            return [(w, plan.positions) for w in chunk], None
+        if plan.ablation == "zero":
+            return chunk, 0.0
+        if plan.ablation == "mean":
+            return chunk, self.means[layer][plan.features]
+        draws = [resample_values(self.ref[layer], self.lengths, [p], 1, plan.seed)[0, 0] for p in chunk]
+        return chunk, torch.stack(draws)[:, plan.features]
+
+
+def _row_writer(kind, cells, feature_index, values):
     """Hook rewrite that expands a [1, pos, d] activation into one row per cell."""
 
     def rewrite(x: Tensor) -> Tensor:
@@ -114,71 +283,151 @@ def _row_writer(kind, cells, feature_index, values, d_model):
     return rewrite
 
 
-def _plan_groups(adapter, tokens, columns, kind, site, batch_size):
-    """Cells per forward, and the clean prefixes (keys/values) each group can start after.
+def _plan_groups(plan: SweepPlan) -> tuple[list[list[int]], dict]:
+    """Column indices per forward, and the clean prefixes (keys/values) each group can start after.
 
     With a Hugging Face key/value cache, positions are grouped in sorted order into about
-    eight groups per layer; a group whose first position is a > 0 reuses the clean
+    PREFIX_GROUPS groups per layer; a group whose first position is a > 0 reuses the clean
     prefix [0, a) and runs only positions a.. . Otherwise groups are plain chunks.
     """
+    columns, size = plan.columns, plan.batch_size
     order = list(range(len(columns)))
-    if kind == "positions" and site is not Site.EMBED and len(columns) > 1:
+    if plan.kind == "positions" and plan.site is not Site.EMBED and len(columns) > 1:
         order.sort(key=lambda j: columns[j])
-        size = max(1, min(batch_size, -(-len(columns) // 8)))
+        size = max(1, min(size, -(-len(columns) // PREFIX_GROUPS)))
         groups = [order[i : i + size] for i in range(0, len(order), size)]
         starts = sorted({min(columns[j] for j in g) for g in groups} - {0})
-        longest = PrefixState.build(adapter, tokens[:, : starts[-1]]) if starts else None
+        longest = PrefixState.build(plan.adapter, plan.tokens[:, : starts[-1]]) if starts else None
         prefixes = {a: longest.truncated(a) for a in starts}  # one clean run, cut per group
         if prefixes and all(supports_layered(p) for p in prefixes.values()):
             return groups, prefixes
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)], {}
+    return [order[i : i + size] for i in range(0, len(order), size)], {}
 
 
-def _as_list(name: str, value):
-    """None, one index, or a list/tuple/range of them, as None or a list (items checked later)."""
-    if value is None or isinstance(value, (list, tuple, range)):
-        return None if value is None else list(value)
-    if isinstance(value, torch.Tensor) and value.ndim == 1:
-        return list(value)
-    if isinstance(value, (int, slice)) or hasattr(value, "__index__"):
-        return [value]
-    raise OptionError(f"{name} must be None, an int or a list of ints; got {type(value).__name__} {value!r}.")
+def _forward(plan: SweepPlan, layer: int, hooks: list, rows: int, start: int, prefix, clean: Tensor,
+             narrow: bool) -> Tensor:
+    """Logits of one group: after the clean prefix [0, start) when there is one, else from the start."""
+    if start:
+        logits = run_after_layered(
+            prefix,
+            plan.tokens[:, start:],
+            rows=rows,
+            # rows multiply where the site is: before block l's attention, or after it
+            from_layer=layer if plan.site is Site.RESID_PRE else layer + 1,
+            hooks=hooks,
+        )
+        if logits.shape[1] != 1 or not narrow:  # full positions: put the unchanged prefix back in front
+            logits = torch.cat([clean[:, :start].expand(rows, -1, -1), logits], dim=1)
+        return logits
+    # Every row from the start where the batch cannot widen mid-forward: the embedding comes
+    # before the attention mask is built; ALiBi biases and some masks are sized by the
+    # input's batch (checked once per model).
+    widen = plan.site is Site.EMBED or not widening_verified(plan.adapter)
+    run_tokens = plan.tokens.expand(rows, -1) if widen else plan.tokens
+    return plan.adapter.run(run_tokens, hooks=hooks, need_logits=True).logits
 
 
-_USED_BY = {"widths": ("truncate",), "reference": ("mean", "resample")}
+def _run_group(plan: SweepPlan, scorer: _Scorer, fill: _CellValues, layer: int, chunk: list[int],
+               prefixes: dict, clean: Tensor) -> Tensor:
+    """The metric of each cell of one group of columns at one layer (one forward)."""
+    start = min(chunk) if prefixes else 0
+    if scorer.narrow and plan.readout < start:  # every cell lies after the readout: no effect
+        return torch.full((len(chunk),), scorer.clean)
+    cells, cell = fill(layer, chunk)
+    if plan.kind == "positions":
+        cells = [p - start for p in cells]
+    rewrite = _row_writer(plan.kind, cells, plan.features, cell)
+    hooks = ah.write_site(plan.adapter, plan.site, plan.layer_key(layer), rewrite).pairs()
+    if scorer.narrow:
+        hooks += readout_only(plan.adapter, [plan.readout - start])
+    logits = _forward(plan, layer, hooks, len(chunk), start, prefixes.get(start), clean, scorer.narrow)
+    return scorer(logits).cpu()
 
 
-def _check_unused(ablation: str, **options) -> None:
-    """An option the chosen ablation ignores is an error, not silently dropped."""
-    for name, value in options.items():
-        if value is not None and ablation not in _USED_BY[name]:
-            users = " or ".join(repr(a) for a in _USED_BY[name])
-            raise OptionError(f"{name}= applies only to ablation={users}; got {name}={value!r} with ablation={ablation!r}.")
+def run_sweep(plan: SweepPlan) -> AblationResult:
+    """Run a checked plan: one clean run, then one forward per layer and group of columns."""
+    with torch.no_grad():
+        clean, clean_acts = _clean_run(plan.adapter, plan.tokens, plan.site, plan.layers)
+        scorer, fill = _Scorer(plan, clean), _CellValues(plan, clean_acts)
+        groups, prefixes = _plan_groups(plan)
+        values = torch.empty(len(plan.layers), len(plan.columns))
+        with tqdm(total=len(plan.layers) * len(groups), disable=not plan.progress, desc="ablation sweep") as bar:
+            for row, layer in enumerate(plan.layers):
+                for group in groups:
+                    chunk = [plan.columns[j] for j in group]
+                    values[row, torch.tensor(group)] = _run_group(plan, scorer, fill, layer, chunk, prefixes, clean)
+                    bar.update()
+    metric = plan.metric if isinstance(plan.metric, str) else getattr(plan.metric, "__name__", "custom")
+    return AblationResult(
+        values=values, layers=plan.layers, columns=plan.columns, kind=plan.kind, metric=metric,
+        ablation=plan.ablation, site=plan.site.value, clean=scorer.clean, str_tokens=plan.str_tokens,
+        readout=plan.readout if scorer.narrow else None,
+    )
 
 
-def _check_widths(adapter, widths) -> list[int]:
-    """The kept widths of a truncate sweep (default: 8 steps up to d_model), checked before any run."""
-    if widths is None:
-        return [round(adapter.d_model * k / 8) for k in range(1, 9)]
-    raw = list(widths) if isinstance(widths, (list, tuple, range)) else None
-    if not raw or any(isinstance(w, bool) or not isinstance(w, int) or not 0 <= w <= adapter.d_model for w in raw):
-        raise OptionError(f"widths must be a non-empty list of integers in [0, {adapter.d_model}]; got {widths!r}.")
-    return raw
+def _legacy_target(kwargs: dict) -> tuple[dict, list | None]:
+    """Translate the deprecated site= / positions= / features= (and metric='loss') to the new options.
+
+    Returns the new keywords and, for a positions= list, the list itself (a Target's token
+    index is one int or slice, so an arbitrary list of positions is passed on as it is).
+    """
+    out = dict(kwargs)
+    if out.get("metric") == "loss":
+        out["metric"] = "cross_entropy"
+        warn_renamed("loss", "cross_entropy", what="metric", stacklevel=4)
+    given = [name for name in _LEGACY if name in out]
+    if not given:
+        return out, None
+    if "target" in out:
+        raise OptionError(f"ablation_sweep() got target= and the old {', '.join(g + '=' for g in given)}; give only target=.")
+    for name in given:
+        warn_renamed(name, "target", note="a Target or its string form, e.g. 'resid_post[:, 1:, :64]'", stacklevel=4)
+    features = out.pop("features", slice(None))
+    _check_index(features, "feature")
+    positions = _as_list("positions", out.pop("positions", None))
+    single = positions is not None and len(positions) == 1 and isinstance(positions[0], slice)
+    tokens = positions[0] if single else slice(None)
+    out["target"] = Target.layerless(out.pop("site", Site.RESID_POST), tokens=tokens, features=features)
+    return out, None if single else positions
 
 
+def _accepts_legacy_options(function: Callable) -> Callable:
+    """Keep site= / positions= / features= and metric='loss' working for one release, with a warning."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        kwargs, positions = _legacy_target(kwargs)
+        if positions is not None:
+            return _position_list_sweep(*args, positions=positions, **kwargs)
+        return function(*args, **kwargs)
+
+    wrapper.__renamed_options__ = dict(_LEGACY)
+    return wrapper
+
+
+@preserves_model
+def _position_list_sweep(model, prompt, /, *, positions: list, **options) -> AblationResult:
+    """The deprecated positions=[...] form: the same sweep over an explicit list of columns."""
+    defaults = {"ablation": "zero", "target": None, "layers": None, "widths": None, "metric": "kl", "readout": -1,
+                "answer": None, "foil": None, "reference": None, "batch_size": None, "seed": 0, "progress": True}
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise OptionError(f"ablation_sweep() got unknown options {sorted(unknown)}.")
+    return run_sweep(plan_sweep(model, prompt, positions=positions, **{**defaults, **options}))
+
+
+@_accepts_legacy_options
 @preserves_model
 def ablation_sweep(
     model,
     prompt,
     /,
     *,
-    ablation: str = "zero",
-    site: "Site | str" = "resid_post",
+    ablation: AblationName = "zero",
+    target: "Target | str | None" = None,
     layers: Sequence[int] | None = None,
-    positions: Sequence[int] | None = None,
-    features: slice = slice(None),
     widths: Sequence[int] | None = None,
-    metric: "str | Metric" = "kl",
+    metric: "MetricName | Metric" = "kl",
     readout: int = -1,
     answer: "str | int | None" = None,
     foil: "str | int | None" = None,
@@ -187,27 +436,29 @@ def ablation_sweep(
     seed: int = 0,
     progress: bool = True,
 ) -> AblationResult:
-    """Ablate each (layer, position) of `site` in turn and measure the output.
+    """Ablate each (layer, position) of an activation in turn and measure the output.
 
     Args:
         model: a TransformerBridge or HookedTransformer.
         prompt: one prompt (string or [pos] / [1, pos] token ids).
-        ablation: "zero", "mean" (mean over `reference`, or over the prompt's own
-            positions when no reference is given), "resample" (the activation of a
-            `reference` prompt at the same position, row drawn with `seed`) or
-            "truncate" (zero features from each of `widths` on, at `positions`).
-        site: resid_pre, resid_mid, resid_post, attn_out, mlp_out or embed.
-        layers: rows of the sweep (default: every layer).
-        positions: columns of the sweep (default: every position).
-        features: the feature slice ablated at each cell (zero / mean / resample).
+        ablation: "zero", "mean" (mean over `reference`, or over the prompt's own positions
+            when no reference is given), "resample" (the activation of a `reference` prompt
+            at the same position, row drawn with `seed`) or "truncate" (zero features from
+            each of `widths` on, at the target's positions).
+        target: the activation swept, a `Target` or its string form: its site (resid_pre,
+            resid_mid, resid_post, attn_out, mlp_out or embed), its token slice (the
+            columns; default every position) and its feature slice (the features ablated
+            at each cell). The layer may be left out ("resid_post[:, 1:, :64]"): the rows
+            are then `layers`. None: "resid_post", every position and feature.
+        layers: rows of the sweep when the target names no layer (default: every layer).
         widths: kept widths for "truncate" (default: 8 steps up to d_model).
         metric: "kl" (clean ‖ ablated, at `readout`), "prob" / "logit_diff" (of `answer`,
-            minus `foil`; default the clean top-1 and top-2 at `readout`), "loss" (mean
-            next-token loss over the prompt) or a callable
+            minus `foil`; default the clean top-1 and top-2 at `readout`), "cross_entropy"
+            (mean next-token loss over the prompt) or a callable
             `f(ablated_logits [B, pos, vocab], clean_logits [1, pos, vocab]) -> [B]`.
         readout: the position whose next-token prediction readout metrics compare.
-        answer: answer token for "prob" / "logit_diff" (string or id).
-        foil: foil token for "logit_diff".
+        answer: the token for "prob" / "logit_diff" (string or id).
+        foil: the token subtracted in "logit_diff" (string or id).
         reference: prompt(s) for "mean" and "resample".
         batch_size: rows per forward pass (default: 4096 // prompt length, at most 64).
         seed: seed of the row draw for "resample".
@@ -215,117 +466,10 @@ def ablation_sweep(
 
     Returns:
         AblationResult with values [layers, positions] (or [layers, widths]).
+
+    Deprecated: `site=`, `positions=`, `features=` (use `target=`) and metric="loss" (use "cross_entropy").
     """
-    adapter = adapter_for(model)
-    check_choice("ablation", ablation, ABLATIONS)
-    if not callable(metric):
-        check_choice("metric", metric, METRICS)
-    site = Site.parse(site)
-    if site not in (Site.EMBED, Site.RESID_PRE, Site.RESID_MID, Site.RESID_POST, Site.ATTN_OUT, Site.MLP_OUT):
-        raise OptionError(
-            f"site={site.value!r} cannot be ablated; "
-            "choose resid_pre, resid_mid, resid_post, attn_out, mlp_out or embed."
-        )
-    check_seed(seed, allow_none=False)
-    check_bool("progress", progress)
-    check_int("batch_size", batch_size, low=1, allow_none=True)
-    layers, positions = _as_list("layers", layers), _as_list("positions", positions)
-    _check_unused(ablation, widths=widths, reference=reference)
-    widths = _check_widths(adapter, widths) if ablation == "truncate" else widths
-    batch = read_prompt(adapter, prompt)
-    if batch.batch != 1:
-        raise PromptError(f"ablation_sweep takes one prompt; got {batch.batch}. Sweep each prompt separately.")
-    tokens, n_pos = batch.tokens, batch.pos
-    # Bounded memory by default: about 4096 row-tokens per forward, at most 64 rows.
-    batch_size = batch_size or max(1, min(64, 4096 // n_pos))
-    if site is Site.EMBED:
-        layers = [0]
-    else:
-        layers = [adapter.check_layer(lay) for lay in (range(adapter.n_layers) if layers is None else layers)]
-    positions = (
-        list(range(n_pos)) if positions is None else [index_positions(p, n_pos, "position")[0] for p in positions]
-    )
-    if not layers or not positions:
-        raise OptionError("layers and positions must not be empty.")
-    readout = index_positions(readout, n_pos, "readout")[0]
-    feature_index = torch.tensor(index_positions(features, adapter.d_model, "feature"), device=adapter.device)
-
-    with torch.no_grad():
-        clean, clean_acts = _clean_run(adapter, tokens, site, layers)
-        scorer = _Scorer(adapter, metric, tokens, clean, readout, answer, foil)
-        if ablation == "mean":
-            if reference is None:
-                means = {lay: clean_acts[lay][0].mean(0) for lay in layers}
-            else:
-                ref, lengths = _reference_acts(adapter, reference, site, layers)
-                mask = (torch.arange(ref[layers[0]].shape[1])[None] < lengths[:, None]).to(adapter.device)
-                means = {lay: (ref[lay] * mask[..., None]).sum((0, 1)) / mask.sum() for lay in layers}
-        elif ablation == "resample":
-            if reference is None:
-                raise OptionError("ablation='resample' needs reference= (prompt(s) to draw activations from).")
-            ref, lengths = _reference_acts(adapter, reference, site, layers)
-        if ablation == "truncate":
-            kind = "widths"
-            columns = sorted(set(widths))
-        else:
-            kind, columns = "positions", positions
-
-        def cell_values(layer, chunk):
-            if kind == "widths":
-                return [(w, positions) for w in chunk], None
-            if ablation == "zero":
-                return chunk, 0.0
-            if ablation == "mean":
-                return chunk, means[layer][feature_index]
-            draws = [resample_values(ref[layer], lengths, [p], 1, seed)[0, 0] for p in chunk]
-            return chunk, torch.stack(draws)[:, feature_index]
-
-        groups, prefixes = _plan_groups(adapter, tokens, columns, kind, site, batch_size)
-        values = torch.empty(len(layers), len(columns))
-        with tqdm(total=len(layers) * len(groups), disable=not progress, desc="ablation sweep") as bar:
-            for row, layer in enumerate(layers):
-                for group in groups:
-                    chunk = [columns[j] for j in group]
-                    start = min(chunk) if prefixes else 0
-                    index = torch.tensor(group)
-                    bar.update()
-                    if scorer.narrow and readout < start:  # every cell lies after the readout: no effect
-                        values[row, index] = scorer.clean
-                        continue
-                    cells, cell = cell_values(layer, chunk)
-                    if kind == "positions":
-                        cells = [p - start for p in cells]
-                    rewrite = _row_writer(kind, cells, feature_index, cell, adapter.d_model)
-                    plan = ah.write_site(adapter, site, None if site is Site.EMBED else layer, rewrite)
-                    pairs = plan.pairs() + (readout_only(adapter, [readout - start]) if scorer.narrow else [])
-                    if start:
-                        logits = run_after_layered(
-                            prefixes[start],
-                            tokens[:, start:],
-                            rows=len(chunk),
-                            # rows multiply where the site is: before block l's attention, or after it
-                            from_layer=layer if site is Site.RESID_PRE else layer + 1,
-                            hooks=pairs,
-                        )
-                        if logits.shape[1] != 1:  # full positions: put the unchanged prefix back in front
-                            logits = torch.cat([clean[:, :start].expand(len(chunk), -1, -1), logits], dim=1)
-                    else:
-                        # Every row from the start where the batch cannot widen mid-forward: the
-                        # embedding comes before the attention mask is built; ALiBi biases and
-                        # some masks are sized by the input's batch (checked once per model).
-                        widen = site is Site.EMBED or not widening_verified(adapter)
-                        run_tokens = tokens.expand(len(chunk), -1) if widen else tokens
-                        logits = adapter.run(run_tokens, hooks=pairs, need_logits=True).logits
-                    values[row, index] = scorer(logits).cpu()
-    return AblationResult(
-        values=values,
-        layers=layers,
-        columns=columns,
-        kind=kind,
-        metric=metric if isinstance(metric, str) else getattr(metric, "__name__", "custom"),
-        ablation=ablation,
-        site=site.value,
-        clean=scorer.clean,
-        str_tokens=batch.str_tokens[0],
-        readout=readout if scorer.narrow else None,
-    )
+    plan = plan_sweep(model, prompt, ablation=ablation, target=target, layers=layers, widths=widths, metric=metric,
+                      readout=readout, answer=answer, foil=foil, reference=reference, batch_size=batch_size,
+                      seed=seed, progress=progress)
+    return run_sweep(plan)

@@ -18,7 +18,8 @@ from torch import Tensor
 from ..errors import OptionError
 
 DEFAULT_WEIGHTS = (0.5, 0.5)
-NORMALISATIONS = ("max_abs", "none")
+NORMALIZE = ("max_abs", "none")
+NORMALISATIONS = NORMALIZE  # the old name of the tuple, kept for imports
 
 
 def max_abs(values: Float[Tensor, "*row pos"], mask: Bool[Tensor, " pos"]) -> Float[Tensor, "*row pos"]:

@@ -52,14 +52,14 @@ def grad_x_input_rows(
     objective: Objective,
     *,
     signed: bool,
-    chunk_size: int,
+    batch_size: int,
     progress: bool,
 ) -> Float[Tensor, "row pos"]:
-    """Scores for every output row separately: [rows, pos]."""
+    """Scores for every output row separately: [rows, pos], `batch_size` gradient copies per pass."""
     n_rows = len(objective.rows)
     out = []
-    for begin in tqdm(range(0, n_rows, chunk_size), disable=not progress, desc="grad × input", leave=False):
-        rows = list(range(begin, min(begin + chunk_size, n_rows)))
+    for begin in tqdm(range(0, n_rows, batch_size), disable=not progress, desc="grad × input", leave=False):
+        rows = list(range(begin, min(begin + batch_size, n_rows)))
         with torch.enable_grad():
             embeds = _input_embeds(adapter, tokens, len(rows))
             batch = tokens.expand(len(rows), -1)

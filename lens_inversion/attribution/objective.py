@@ -1,25 +1,31 @@
 """What an attribution explains: the output O, read per output row from a (batched) run.
 
-Four kinds of target, one interface:
+Four kinds of output, one interface (one of `target`, `answer`, `objective` is given):
 
-- `None`: the next-token logits at the last position (O = the whole logit vector, as in
-  the research); gradients use the logit of the predicted token.
-- a token (id or string): O = that token's logit at the last position.
-- a `Target` (or its string form): O = the target's selected activation; each selected
-  token position is one output row; gradients use the sum of the selection.
-- a callable `fn(logits) -> [batch] or [batch, k]`: O = its value on the full logits.
+- nothing (`target=None`): the next-token logits at the last position (O = the whole logit
+  vector, as in the research); gradients use the logit of the predicted token.
+- `answer=` a token (id or string): O = that token's logit at the last position.
+- `target=` a `Target` (or its string form): O = the target's selected activation; each
+  selected token position is one output row; gradients use the sum of the selection.
+- `objective=` a callable `fn(logits) -> [batch] or [batch, k]`: O = its value on the full logits.
+
+Before 0.3 `target=` also took a token or a callable; those calls still work (with a
+DeprecationWarning) and their error messages keep naming `target=` (`OLD_TARGET`).
 
 In per-output mode a `None` target becomes teacher-forced: one row per position p, whose
 token is the prompt's next token (the predicted one at the last position).
 """
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .. import metrics as M
 from .._typing import Embeds, Tokens
 from ..errors import LensInversionError, OptionError, PromptError, TargetError
 from ..hooks.adapter import ModelAdapter
@@ -28,8 +34,16 @@ from ..hooks.sites import Site
 from ..hooks.targets import Target, looks_like_target
 
 Outputs = Float[Tensor, "batch row k"]
-TargetLike = "None | int | str | Target | Callable"
+TargetLike = "None | str | Target"
 OCCLUSION_METRICS = ("l1", "kl", "logit_drop", "logprob_drop")
+OcclusionMetric = Literal["l1", "kl", "logit_drop", "logprob_drop"]
+# True while a call that used the old `target=<token or callable>` runs: messages name `target=`.
+OLD_TARGET: ContextVar[bool] = ContextVar("old_target", default=False)
+
+
+def _name(new: str) -> str:
+    """The option the caller used: `new`, or `target` for an old-style call."""
+    return "target" if OLD_TARGET.get() else new
 
 
 def widen(x: Tensor) -> Tensor:
@@ -150,44 +164,45 @@ class Objective:
                 return (self.scalars(variants) - self.scalars(clean)).abs()
             return (variants - clean).abs().sum(-1)
         if metric == "kl":
-            logp = clean.log_softmax(-1)
-            return (logp.exp() * (logp - variants.log_softmax(-1))).sum(-1)
+            return M.kl_divergence(clean, variants)
         if metric == "logprob_drop":
-            return self.scalars(clean.log_softmax(-1)) - self.scalars(variants.log_softmax(-1))
+            return self.scalars(M.log_probs(clean)) - self.scalars(M.log_probs(variants))
         return self.scalars(clean) - self.scalars(variants)
 
 
 def _call_target(fn, full: Tensor) -> Tensor:
-    """A target callable's value on the logits, checked: [batch] or [batch, k] floats."""
+    """An objective callable's value on the logits, checked: [batch] or [batch, k] floats."""
+    what = _name("objective")
     expected = f"[batch] or [batch, k] float values, batch={full.shape[0]}, for logits of shape {tuple(full.shape)}"
     try:
         value = torch.as_tensor(fn(full))
     except LensInversionError:
         raise
     except Exception as error:
-        raise OptionError(f"The target callable raised {type(error).__name__}: {error}; it must return {expected}.") from error
+        raise OptionError(f"The {what} callable raised {type(error).__name__}: {error}; it must return {expected}.") from error
     if value.ndim not in (1, 2) or value.shape[0] != full.shape[0] or not value.is_floating_point():
         raise OptionError(
-            f"A target callable must return {expected}; got shape {tuple(value.shape)} ({value.dtype})."
+            f"A {what} callable must return {expected}; got shape {tuple(value.shape)} ({value.dtype})."
         )
     return value
 
 
-def _token_target(adapter: ModelAdapter, target: "int | str") -> int:
+def _token_target(adapter: ModelAdapter, answer: "int | str") -> int:
     """A next-token id from an id or a single-token string; a clear error for anything else."""
+    name = _name("answer")
     try:
-        return adapter.token_id(target)
+        return adapter.token_id(answer)
     except PromptError as error:
-        valid = (f"Attribution targets are None (the predicted next token), a next-token id in [0, {adapter.d_vocab}) "
-                 "or a single-token string, a callable on the logits, or an activation written in full, such as "
-                 "'blocks.0.hook_resid_post' (or a li.Target)")
-        if isinstance(target, str) and _parses_as_target(target):
+        valid = (f"attribute() explains target=None (the predicted next token) or an activation written in full, "
+                 f"such as 'blocks.0.hook_resid_post' (or a li.Target); answer= takes a next-token id in "
+                 f"[0, {adapter.d_vocab}) or a single-token string, a callable on the logits goes to objective=")
+        if isinstance(answer, str) and _parses_as_target(answer):
             raise TargetError(
-                f"target={target!r} is neither a next-token id or string nor an activation name attribution reads. "
-                f"{valid}: write {str(Target.parse(target))!r}. To recover the input behind an activation, "
+                f"{name}={answer!r} is neither a next-token id or string nor an activation name attribution reads. "
+                f"{valid}: write {str(Target.parse(answer))!r}. To recover the input behind an activation, "
                 "use li.invert(model, prompt, target=...)."
             ) from None
-        raise TargetError(f"target={target!r} is not a next-token target: {error} {valid}.") from None
+        raise TargetError(f"{name}={answer!r} is not a next-token target: {error} {valid}.") from None
 
 
 def _parses_as_target(text: str) -> bool:
@@ -198,51 +213,74 @@ def _parses_as_target(text: str) -> bool:
     return True
 
 
-def build_objective(adapter: ModelAdapter, tokens: Tokens, target, *, per_output: bool) -> Objective:
-    """Interpret the user's `target` for a prompt of `tokens` [1, pos].
+def _next_token_objective(tokens: Tokens, *, per_output: bool) -> Objective:
+    """target=None: the next-token logits at the last position (or teacher-forced at every position)."""
+    n = tokens.shape[1]
+    rows = list(range(n)) if per_output else [n - 1]
+    row_tokens = tokens[0, 1:].tolist() + [-1] if per_output else [-1]
+    return Objective(kind="logits", description=f"next-token logits at position {n - 1}", rows=rows,
+                     main=[len(rows) - 1], row_tokens=row_tokens, score_full_vocab=True)
+
+
+def _target_objective(adapter: ModelAdapter, tokens: Tokens, target) -> Objective:
+    """target= an activation: each selected token position is one output row."""
+    if not isinstance(target, (str, Target)):
+        raise TargetError(
+            f"target must be None or a Target (or its string form, e.g. 'blocks.0.hook_resid_post'); got "
+            f"{type(target).__name__}. A token goes to answer=, a callable on the logits to objective=."
+        )
+    resolved = Target.parse(target).resolve(adapter)
+    if resolved.batch not in (slice(None), 0, slice(0, 1), slice(None, 1)):
+        raise TargetError(f"Attribution explains one prompt; target {target} selects batch {resolved.batch!r}.")
+    resolved = Target(site=resolved.site, layer=resolved.layer, tokens=resolved.tokens, features=resolved.features)
+    rows = resolved.token_positions(tokens.shape[1])
+    return Objective(kind="target", description=str(target), rows=rows, main=list(range(len(rows))), target=resolved)
+
+
+def _answer_objective(adapter: ModelAdapter, tokens: Tokens, answer) -> Objective:
+    """answer= a token: its logit at the last position."""
+    if isinstance(answer, bool) or not isinstance(answer, (int, str)):
+        raise TargetError(f"answer must be None, a token id or a single-token string; got {type(answer).__name__}.")
+    token, last = _token_target(adapter, answer), tokens.shape[1] - 1
+    label = adapter.token_strings([token])[0]
+    return Objective(kind="logits", description=f"logit of {label!r} (id {token}) at position {last}",
+                     rows=[last], main=[0], row_tokens=[token])
+
+
+def build_objective(adapter: ModelAdapter, tokens: Tokens, *, target=None, answer=None, objective=None,
+                    per_output: bool) -> Objective:
+    """Interpret the user's `target` / `answer` / `objective` (at most one) for a prompt of `tokens` [1, pos].
 
     For target=None the predicted token is filled in later by `with_prediction`.
     """
-    n = tokens.shape[1]
-    last = n - 1
-    if isinstance(target, str) and looks_like_target(target):
-        target = Target.parse(target)
-    if target is None:
-        rows = list(range(n)) if per_output else [last]
-        row_tokens = tokens[0, 1:].tolist() + [-1] if per_output else [-1]
-        return Objective(
-            kind="logits",
-            description=f"next-token logits at position {last}",
-            rows=rows,
-            main=[len(rows) - 1],
-            row_tokens=row_tokens,
-            score_full_vocab=True,
-        )
-    if isinstance(target, Target):
-        resolved = target.resolve(adapter)
-        if resolved.batch not in (slice(None), 0, slice(0, 1), slice(None, 1)):
-            raise TargetError(f"Attribution explains one prompt; target {target} selects batch {resolved.batch!r}.")
-        resolved = Target(site=resolved.site, layer=resolved.layer, tokens=resolved.tokens, features=resolved.features)
-        rows = resolved.token_positions(n)
-        return Objective(
-            kind="target", description=str(target), rows=rows, main=list(range(len(rows))), target=resolved
-        )
+    given = [name for name, value in (("target", target), ("answer", answer), ("objective", objective))
+             if value is not None]
+    if len(given) > 1:
+        raise OptionError(f"attribute() explains one output; give one of target=, answer=, objective=; got {given}.")
+    if answer is None and objective is None:
+        if target is None:
+            return _next_token_objective(tokens, per_output=per_output)
+        return _target_objective(adapter, tokens, target)
     if per_output:
         raise OptionError("per_output=True needs target=None (teacher-forced next tokens) or a Target.")
-    if callable(target):
-        name = getattr(target, "__name__", type(target).__name__)
-        return Objective(kind="callable", description=f"{name}(logits)", rows=[0], main=[0], fn=target)
-    if isinstance(target, bool) or not isinstance(target, (int, str)):
-        raise TargetError(
-            f"target must be None, a token id or string, a Target (or its string form) or a callable on the "
-            f"logits; got {type(target).__name__}."
-        )
-    token = _token_target(adapter, target)
-    label = adapter.token_strings([token])[0]
-    return Objective(
-        kind="logits",
-        description=f"logit of {label!r} (id {token}) at position {last}",
-        rows=[last],
-        main=[0],
-        row_tokens=[token],
-    )
+    if objective is None:
+        return _answer_objective(adapter, tokens, answer)
+    if not callable(objective):
+        raise OptionError(f"objective must be a callable on the logits; got {type(objective).__name__}.")
+    name = getattr(objective, "__name__", type(objective).__name__)
+    return Objective(kind="callable", description=f"{name}(logits)", rows=[0], main=[0], fn=objective)
+
+
+def split_old_target(target) -> dict:
+    """The old `target=` value as the new option: a token → answer=, a callable → objective=.
+
+    A Target, its string form (`looks_like_target`) and None stay `target=`; anything else
+    that is not a token or callable also stays, so its error names `target=`.
+    """
+    if callable(target) and not isinstance(target, Target):
+        return {"objective": target}
+    if isinstance(target, str) and not looks_like_target(target):
+        return {"answer": target}
+    if isinstance(target, int) and not isinstance(target, bool):
+        return {"answer": target}
+    return {"target": target}

@@ -1,11 +1,12 @@
 """Batched occlusion: replace a window of tokens by a baseline and measure the change of O.
 
-All variants run as batched forwards, `chunk_size` variants at a time. The clean output
+All variants run as batched forwards, `batch_size` variants at a time. The clean output
 comes from the same code path with the unchanged prompt, so a variant that changes
 nothing scores (numerically) zero.
 """
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from jaxtyping import Float
@@ -17,9 +18,13 @@ from ..errors import OptionError
 from ..hooks.adapter import ModelAdapter
 from ..hooks.execution import PrefixState
 from ..hooks.fast_paths import batched_verified
+from ..validation import check_int
 from .objective import Objective, widen
 
 BASELINES = ("pad", "eos", "bos", "zero", "mean")
+BaselineName = Literal["pad", "eos", "bos", "zero", "mean"]
+# Default variants per forward: about this many token rows (variants × prompt length), so
+# one forward's activations stay bounded whatever the prompt length.
 TOKENS_PER_CHUNK = 2048
 PREFIX_MIN_TOKENS = 32  # below this, "auto" runs full batched forwards (measured faster)
 
@@ -57,8 +62,7 @@ def resolve_baseline(adapter: ModelAdapter, baseline: "str | int") -> Baseline:
 
 def windows_for(positions: list[int], window: int, n: int) -> list[tuple[int, int]]:
     """The [start, stop) spans occluded: one per attributed position, `window` tokens long."""
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise OptionError(f"window must be a positive integer number of tokens; got {window!r}.")
+    check_int("window", window, low=1)
     return [(p, min(p + window, n)) for p in positions]
 
 
@@ -109,7 +113,7 @@ def occlusion_values(
     spans: list[tuple[int, int]],
     baseline: Baseline,
     metric: str,
-    chunk_size: int | None,
+    batch_size: int | None,
     reuse: str = "auto",
     progress: bool,
 ) -> Float[Tensor, "window row"]:
@@ -128,8 +132,8 @@ def occlusion_values(
     probe = PrefixState.build(adapter, tokens[:, :1], reuse=reuse) if spans and wanted else None
     cached = probe is not None and probe.cached
     if not batched_verified(adapter):
-        chunk_size = 1  # batched rows disagree with single rows on this model: one variant per forward
-    size = chunk_size or (
+        batch_size = 1  # batched rows disagree with single rows on this model: one variant per forward
+    size = batch_size or (
         min(prefix_chunk(n), default_chunk(n, len(objective.rows))) if cached else default_chunk(n, len(objective.rows))
     )
     order = sorted(range(len(spans)), key=lambda i: spans[i][0])
@@ -150,8 +154,3 @@ def occlusion_values(
             out = objective.outputs(adapter, batch, embeds)
         values[chosen] = objective.metric(metric, clean[0], out).cpu().to(values.dtype)
     return values
-
-
-def check_chunk(chunk_size) -> None:
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise OptionError(f"chunk_size must be None (automatic) or a positive integer; got {chunk_size!r}.")

@@ -8,6 +8,8 @@ import plotly.graph_objects as go
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from ..deprecation import renamed_field
+from ..errors import OptionError
 from ..validation import check_destination
 from ..viz.heatmap import plotly_text
 from ..viz.tokens_html import highlight_tokens, write_page
@@ -26,7 +28,7 @@ class AttributionResult:
         method: "grad_x_input" | "occlusion" | "combined".
         target: what O is, in words.
         predicted_token, predicted_token_id: the model's top next token after the prompt.
-        normalisation: "max_abs" (divided by the largest |score|: [0, 1], or [-1, 1] when
+        normalize: "max_abs" (divided by the largest |score|: [0, 1], or [-1, 1] when
             signed) or "none".
         signed: gradient × input kept its sign (Σ ∂O/∂a · a instead of Σ |∂O/∂a · a|).
         metric, baseline, window: occlusion settings (None for grad_x_input).
@@ -46,7 +48,7 @@ class AttributionResult:
     target: str
     predicted_token: str
     predicted_token_id: int
-    normalisation: str
+    normalize: str
     signed: bool
     metric: str | None = None
     baseline: str | None = None
@@ -58,6 +60,7 @@ class AttributionResult:
     raw_matrix: Float[Tensor, "out pos"] | None = None
     output_positions: list[int] | None = None
     spec: Any = field(default=None, repr=False, compare=False)  # the call's options, for faithfulness()
+    normalisation = renamed_field("normalisation", "normalize")  # not a field: the old spelling, deprecated
 
     def __repr__(self) -> str:
         top = self.top(3)
@@ -89,7 +92,7 @@ class AttributionResult:
         kind = kind or ("heatmap" if self.matrix is not None else "bar")
         if kind == "heatmap":
             if self.matrix is None:
-                raise ValueError("This result has no per-output matrix; call attribute(..., per_output=True).")
+                raise OptionError("This result has no per-output matrix; call attribute(..., per_output=True).")
             labels = [plotly_text(label) for label in self._labels()]
             fig = go.Figure(
                 go.Heatmap(
@@ -121,19 +124,19 @@ class AttributionResult:
         fig.update_layout(
             title=plotly_text(self._title() + f" → predicted {self.predicted_token!r}"),
             xaxis_title="input token",
-            yaxis_title=f"score ({self.normalisation})",
+            yaxis_title=f"score ({self.normalize})",
         )
         return fig
 
     def html(self) -> str:
         """The highlighted prompt as an HTML fragment (tokens escaped)."""
-        details = [f"normalisation: {self.normalisation}"]
+        details = [f"normalization: {self.normalize}"]
         if self.agreement is not None:
             details.append(
                 f"weights (grad × input, occlusion): {self.weights}; rank agreement ρ = {self.agreement:.3f}"
             )
         colours = self.scores
-        if self.normalisation == "none":
+        if self.normalize == "none":
             scale = float(colours.abs().max())
             colours = colours / scale if scale > 0 else colours
         return highlight_tokens(
@@ -142,7 +145,7 @@ class AttributionResult:
             signed=bool((self.scores < 0).any()) or self.signed,
             muted=(~self.attributed).tolist(),
             title=self._title(),
-            legend_label=f"score ({self.normalisation})",
+            legend_label=f"score ({self.normalize})",
             predicted_token=self.predicted_token,
             details=details,
         )

@@ -3,11 +3,11 @@
 Prompts: one per document, BOS first, cut to the first `max_tokens_per_prompt` ids
 (`prompt_items.py`). For each prompt and each ablation in `specs` ("zero", "mean",
 "resample": `li.ablation_sweep`'s own vocabulary), `li.ablation_sweep(model, ids,
-ablation=spec, site=site, layers=layers, positions=every scored position, metric=metric)`
+ablation=spec, target=<target's site and features, every scored position>, layers=layers, metric=metric)`
 ablates each (layer, position) cell in turn; a cell's effect is the sweep's value minus
 the clean run's (ablated − clean: for "kl" the KL itself, for "prob" / "logit_diff" the
-change of the clean top-1 answer's probability / logit lead, for "loss" the change of the
-mean next-token loss). Scored positions are every position but BOS (unless
+change of the clean top-1 answer's probability / logit lead, for "cross_entropy" the change
+of the mean next-token loss). Scored positions are every position but BOS (unless
 `include_bos`); readout metrics read the prediction at the prompt's last token.
 
 Effects are reduced exactly (float64 sums, int64 counts) by [spec, layer, distance], the
@@ -26,16 +26,19 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..ablation.sweep import METRICS, ablation_sweep
+from ..ablation.sweep import METRICS, MetricName, ablation_sweep
+from ..deprecation import Rename, renamed_options, warn_renamed
 from ..errors import OptionError
 from ..hooks.adapter import adapter_for
 from ..hooks.preserve import preserves_model
 from ..hooks.sites import Site
+from ..hooks.targets import Target
 from ..validation import check_bool, check_choice, check_destination, check_int, check_seed, read_prompt
 from .distributed import joined
 from .engine import Loop, RunInfo, run_items
@@ -43,6 +46,9 @@ from .prompt_items import check_prompt_options, corpus_prompts, prompt_digest, p
 from .runner import check_run_options
 
 SPECS = ("zero", "mean", "resample")
+SpecName = Literal["zero", "mean", "resample"]
+PLOT_KINDS = ("layers", "distance")
+PlotKind = Literal["layers", "distance"]
 SITES = (Site.EMBED, Site.RESID_PRE, Site.RESID_MID, Site.RESID_POST, Site.ATTN_OUT, Site.MLP_OUT)
 
 
@@ -114,11 +120,11 @@ class AblationCorpusResult:
             lines.append(f"{layer:>6} " + " ".join(f"{float(self.mean_effect[i, j]):>10.4g}" for i in range(len(self.specs))))
         return "\n".join(lines)
 
-    def plot(self, *, kind: str = "layers", spec: str | None = None):
+    def plot(self, *, kind: PlotKind = "layers", spec: str | None = None):
         """Heatmap of the mean effect: layer × spec (`kind="layers"`), or layer × distance for one spec."""
         import plotly.graph_objects as go
 
-        check_choice("kind", kind, ("layers", "distance"))
+        check_choice("kind", kind, PLOT_KINDS)
         if kind == "layers":
             z, x, x_title = self.mean_effect.T.tolist(), list(self.specs), "ablation"
         else:
@@ -149,18 +155,27 @@ def _check_specs(specs) -> tuple[str, ...]:
     return tuple(specs)
 
 
-def _check_site_layers(adapter, site, layers) -> tuple[Site, list[int]]:
-    site = Site.parse(site)
+def _check_target_layers(adapter, target, layers) -> tuple[Target, list[int]]:
+    """The ablated site and features (positions: every scored one) and the layers swept."""
+    target = Target.layerless(Site.RESID_POST) if target is None else Target.parse(target, layer_optional=True)
+    site = target.site
     if site not in SITES:
         raise OptionError(f"site={site.value!r} cannot be ablated; choose one of: {', '.join(s.value for s in SITES)}.")
+    if target.tokens != slice(None) or target.batch != slice(None):
+        raise OptionError(f"ablation_corpus ablates every scored position of every prompt; give {site.value!r} "
+                          f"with a feature slice at most, not {target}.")
     if site is Site.EMBED:
-        return site, [0]
+        return target, [0]
+    if target.layer is not None:
+        if layers is not None:
+            raise OptionError(f"target {target} names layer {target.layer}; give the layer there or in layers=, not both.")
+        layers = [target.layer]
     if layers is not None and (isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers):
         raise OptionError(f"layers must be None (every layer) or a non-empty list of layer indices; got {layers!r}.")
     chosen = [adapter.check_layer(lay) for lay in (range(adapter.n_layers) if layers is None else layers)]
     if len(set(chosen)) != len(chosen):
         raise OptionError(f"layers lists a layer twice: {list(layers)!r}; give each once.")
-    return site, chosen
+    return Target.layerless(site, features=target.features), chosen
 
 
 def _reference_digest(adapter, reference, specs, max_tokens: int) -> str | None:
@@ -192,8 +207,10 @@ def _statistic(adapter, model, *, specs, sweep_options: dict, reference, include
         effects, clean = [], 0.0
         for spec in specs:
             ref = reference if spec in ("mean", "resample") else None
-            sweep = ablation_sweep(model, prompt, ablation=spec, positions=list(range(first, n)), reference=ref,
-                                   progress=False, **sweep_options)
+            target = Target.layerless(sweep_options["target"].site, tokens=slice(first, None),
+                                      features=sweep_options["target"].features)
+            sweep = ablation_sweep(model, prompt, ablation=spec, reference=ref, progress=False,
+                                   **{**sweep_options, "target": target})
             effect = sweep.values.double() - sweep.clean
             effects.append(torch.zeros(effect.shape[0], n_bins, dtype=torch.float64).index_add_(1, distance, effect))
             clean = sweep.clean
@@ -202,10 +219,28 @@ def _statistic(adapter, model, *, specs, sweep_options: dict, reference, include
     return step
 
 
+def _check_scalars(metric, include_bos, batch_size, seed) -> str:
+    """Check the plain options; return the metric (metric='loss' is the old spelling of 'cross_entropy')."""
+    if metric == "loss":
+        warn_renamed("loss", "cross_entropy", what="metric", stacklevel=6)
+        metric = "cross_entropy"
+    check_choice("metric", metric, METRICS)
+    check_bool("include_bos", include_bos)
+    check_int("batch_size", batch_size, low=1, allow_none=True)
+    check_seed(seed, allow_none=False)
+    return metric
+
+
+def _site_as_target(site) -> Target:
+    """The old site= value as the layerless target of that site (an unknown site names the valid ones)."""
+    return Target.layerless(site)
+
+
+@renamed_options(site=Rename("target", _site_as_target, "a Target or its string form, e.g. 'attn_out[:, :, :64]'"))
 @preserves_model
-def ablation_corpus(model, corpus, /, *, specs: "str | Sequence[str]" = ("zero", "mean"),
-                    site: "Site | str" = "resid_post", layers: Sequence[int] | None = None, metric: str = "kl",
-                    n_prompts: int | None = 64, max_tokens_per_prompt: int = 32, text_key: str = "text",
+def ablation_corpus(model, corpus, /, *, specs: "SpecName | Sequence[SpecName]" = ("zero", "mean"),
+                    target: "Target | str | None" = None, layers: Sequence[int] | None = None,
+                    metric: MetricName = "kl", n_prompts: int | None = 64, max_tokens_per_prompt: int = 32, text_key: str = "text",
                     reference: "str | list[str] | None" = None, include_bos: bool = False,
                     batch_size: int | None = None, seed: int = 0, checkpoint=None, checkpoint_every: int = 10,
                     progress: bool = True) -> AblationCorpusResult:
@@ -215,9 +250,11 @@ def ablation_corpus(model, corpus, /, *, specs: "str | Sequence[str]" = ("zero",
         model: a TransformerBridge or HookedTransformer.
         corpus: texts, .txt/.jsonl paths or a datasets.Dataset (see `lens.token_stream`).
         specs: ablations from "zero", "mean", "resample" (one string or a list).
-        site: the ablated site (resid_pre, resid_mid, resid_post, attn_out, mlp_out, embed).
-        layers: the ablated layers (None: every layer; embed has the one row 0).
-        metric: "kl", "prob", "logit_diff" or "loss", as `li.ablation_sweep`.
+        target: the ablated activation, a Target or its string form: its site (resid_pre,
+            resid_mid, resid_post, attn_out, mlp_out, embed; default resid_post), optionally a
+            layer and a feature slice; every scored position is ablated (`site=` before 0.3).
+        layers: the ablated layers when the target names none (None: every layer; embed has the one row 0).
+        metric: "kl", "prob", "logit_diff" or "cross_entropy" ("loss" before 0.3), as `li.ablation_sweep`.
         batch_size: rows per forward, as `li.ablation_sweep`.
         seed: the reference row draw of "resample".
         n_prompts: prompts to sweep, one per document in corpus order (None: every document).
@@ -240,18 +277,15 @@ def ablation_corpus(model, corpus, /, *, specs: "str | Sequence[str]" = ("zero",
     check_prompt_options(adapter, corpus, n_prompts=n_prompts, max_tokens_per_prompt=max_tokens_per_prompt,
                          text_key=text_key)
     specs = _check_specs(specs)
-    site, layers = _check_site_layers(adapter, site, layers)
-    check_choice("metric", metric, METRICS)
-    check_bool("include_bos", include_bos)
-    check_int("batch_size", batch_size, low=1, allow_none=True)
-    check_seed(seed, allow_none=False)
+    target, layers = _check_target_layers(adapter, target, layers)
+    site, metric = target.site, _check_scalars(metric, include_bos, batch_size, seed)
     ref_digest = _reference_digest(adapter, reference, specs, max_tokens_per_prompt)
     path = check_run_options(checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress)
     options = {"n_prompts": n_prompts, "max_tokens_per_prompt": max_tokens_per_prompt, "text_key": text_key,
                "reference": ref_digest, "include_bos": include_bos, "batch_size": batch_size, "seed": seed}
-    config = {"job": "ablation_corpus", "specs": list(specs), "site": site.value, "layers": layers, "metric": metric,
-              **options}
-    sweep_options = {"site": site, "layers": layers, "metric": metric, "batch_size": batch_size, "seed": seed}
+    where = site.value if target.features == slice(None) else str(target)  # old checkpoints: the site name
+    config = {"job": "ablation_corpus", "specs": list(specs), "site": where, "layers": layers, "metric": metric, **options}
+    sweep_options = {"target": target, "layers": layers, "metric": metric, "batch_size": batch_size, "seed": seed}
     step = _statistic(adapter, model, specs=specs, sweep_options=sweep_options, reference=reference,
                       include_bos=include_bos, n_bins=max_tokens_per_prompt)
     prompts = corpus_prompts(adapter, corpus, n_prompts=n_prompts, max_tokens_per_prompt=max_tokens_per_prompt,

@@ -20,15 +20,17 @@ largest |score| is 1: where a prompt's attribution sits, whatever its magnitude)
 
 import json
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..attribution.api import METHODS, attribute
+from ..attribution.api import METHODS, Method, attribute
 from ..attribution.combined import DEFAULT_WEIGHTS, check_weights, max_abs
-from ..attribution.objective import OCCLUSION_METRICS
-from ..attribution.occlusion import check_chunk, resolve_baseline
+from ..attribution.objective import OCCLUSION_METRICS, OcclusionMetric
+from ..attribution.occlusion import resolve_baseline
+from ..deprecation import renamed_options
 from ..hooks.adapter import adapter_for
 from ..hooks.preserve import preserves_model
 from ..validation import check_bool, check_choice, check_destination, check_int
@@ -39,6 +41,7 @@ from .runner import check_run_options
 from .token_types import TOKEN_TYPES, token_types
 
 SCALES = ("raw", "max_abs")
+Scale = Literal["raw", "max_abs"]
 
 
 def _means(sums: Tensor, counts: Tensor) -> Tensor:
@@ -71,12 +74,12 @@ class AttributionCorpusResult:
     n_prompts: int | None
     run: RunInfo
 
-    def mean_by_distance(self, scale: str = "raw") -> Float[Tensor, " distance"]:
+    def mean_by_distance(self, scale: Scale = "raw") -> Float[Tensor, " distance"]:
         """Mean |score| at each distance from the explained token (NaN where no token was that far)."""
         check_choice("scale", scale, SCALES)
         return _means(self.sums[scale]["distance"], self.count_by_distance)
 
-    def mean_by_type(self, scale: str = "raw") -> Float[Tensor, " types"]:
+    def mean_by_type(self, scale: Scale = "raw") -> Float[Tensor, " types"]:
         """Mean |score| of each token type (NaN for a type the corpus never attributed)."""
         check_choice("scale", scale, SCALES)
         return _means(self.sums[scale]["type"], self.count_by_type)
@@ -111,7 +114,7 @@ class AttributionCorpusResult:
         lines.append("mean |raw| at distance 0..4: " + ", ".join(f"{float(v):.4g}" for v in near))
         return "\n".join(lines)
 
-    def plot(self, *, scale: str = "raw"):
+    def plot(self, *, scale: Scale = "raw"):
         """Mean |score| by distance from the explained token (line) and by token type (bars)."""
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
@@ -131,14 +134,14 @@ class AttributionCorpusResult:
         return fig
 
 
-def _check_options(adapter, method, metric, baseline, window, signed, include_bos, weights, chunk_size) -> list:
+def _check_options(adapter, method, metric, baseline, window, signed, include_bos, weights, batch_size) -> list:
     check_choice("method", method, METHODS)
     check_choice("metric", metric, OCCLUSION_METRICS)
     resolve_baseline(adapter, baseline)
     check_int("window", window, low=1)
     check_bool("signed", signed)
     check_bool("include_bos", include_bos)
-    check_chunk(chunk_size)
+    check_int("batch_size", batch_size, low=1, allow_none=True)
     return list(check_weights(weights))
 
 
@@ -162,11 +165,12 @@ def _statistic(adapter, model, options: dict, n_bins: int):
     return step
 
 
+@renamed_options(chunk_size="batch_size")
 @preserves_model
-def attribute_corpus(model, corpus, /, *, method: str = "grad_x_input", n_prompts: int | None = 256,
+def attribute_corpus(model, corpus, /, *, method: Method = "grad_x_input", n_prompts: int | None = 256,
                      max_tokens_per_prompt: int = 64, text_key: str = "text", baseline: "str | int" = "pad",
-                     metric: str = "l1", window: int = 1, signed: bool = False, include_bos: bool = False,
-                     weights: tuple[float, float] = DEFAULT_WEIGHTS, chunk_size: int | None = None,
+                     metric: OcclusionMetric = "l1", window: int = 1, signed: bool = False, include_bos: bool = False,
+                     weights: tuple[float, float] = DEFAULT_WEIGHTS, batch_size: int | None = None,
                      checkpoint=None, checkpoint_every: int = 10, progress: bool = True) -> AttributionCorpusResult:
     """Attribute each prompt of a corpus and reduce |score| by distance and by token type.
 
@@ -178,13 +182,13 @@ def attribute_corpus(model, corpus, /, *, method: str = "grad_x_input", n_prompt
         max_tokens_per_prompt: each prompt is its document's first this-many ids, BOS included.
         text_key: the text field of .jsonl lines and dataset rows.
         baseline: occlusion filler, as `li.attribute` (also metric, window, signed, weights,
-            chunk_size; scores are always taken with normalize="none", see `sums`).
+            batch_size; scores are always taken with normalize="none", see `sums`).
         metric: occlusion change, as `li.attribute`.
         window: occluded tokens per variant, as `li.attribute`.
         signed: gradient × input keeps its sign (the totals take |score| either way).
         include_bos: attribute to BOS too (its type is "special").
         weights: (w_grad, w_occlusion) for "combined".
-        chunk_size: variants per forward, as `li.attribute`.
+        batch_size: variants per forward, as `li.attribute` (`chunk_size` before 0.3).
         checkpoint: a file to save progress to and resume from.
         checkpoint_every: prompts between checkpoint saves.
         progress: show a progress bar (rank 0).
@@ -199,10 +203,10 @@ def attribute_corpus(model, corpus, /, *, method: str = "grad_x_input", n_prompt
     adapter = adapter_for(model)
     check_prompt_options(adapter, corpus, n_prompts=n_prompts, max_tokens_per_prompt=max_tokens_per_prompt,
                          text_key=text_key)
-    weights = _check_options(adapter, method, metric, baseline, window, signed, include_bos, weights, chunk_size)
+    weights = _check_options(adapter, method, metric, baseline, window, signed, include_bos, weights, batch_size)
     path = check_run_options(checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress)
     options = dict(method=method, baseline=baseline, metric=metric, window=window, signed=signed,
-                   include_bos=include_bos, weights=tuple(weights), chunk_size=chunk_size)
+                   include_bos=include_bos, weights=tuple(weights), batch_size=batch_size)
     config = {"job": "attribute_corpus", "n_prompts": n_prompts, "max_tokens_per_prompt": max_tokens_per_prompt,
               "text_key": text_key, **options, "weights": weights}
     prompts = corpus_prompts(adapter, corpus, n_prompts=n_prompts, max_tokens_per_prompt=max_tokens_per_prompt,

@@ -18,6 +18,7 @@ _FULL = slice(None)
 _BLOCK_FORM = re.compile(r"^blocks\.(-?\d+)\.(?:hook_)?([a-z_]+)$")
 _SHORT_FORM = re.compile(r"^(?:hook_)?([a-z_]+)\.(-?\d+)$")
 _GLOBAL_FORM = re.compile(r"^(?:hook_)?(embed|logits)$")
+_SITE_FORM = re.compile(r"^(?:hook_)?([a-z_]+)$")  # a per-block site without a layer (layer sweeps only)
 _INT = r"-?\d+"
 _SLICE = re.compile(rf"^({_INT})?:({_INT})?(?::({_INT})?)?$")
 
@@ -109,11 +110,36 @@ class Target:
     def __hash__(self) -> int:
         return hash(str(self))
 
+    @classmethod
+    def layerless(cls, site: "Site | str", *, tokens: Index = _FULL, features: Index = _FULL,
+                  batch: Index = _FULL) -> "Target":
+        """A per-block site with no layer (`resid_post[:, 1:, :64]`): only layer sweeps take one.
+
+        Every other use (`resolve`, `extract`, inversion, lenses) raises TargetError asking for a layer.
+        """
+        site = Site.parse(site)
+        if not site.per_block:
+            return cls(site=site, tokens=tokens, features=features, batch=batch)
+        target = cls(site=site, layer=0, tokens=tokens, features=features, batch=batch)
+        object.__setattr__(target, "layer", None)
+        return target
+
+    @property
+    def needs_layer(self) -> bool:
+        """True for a layerless target of a per-block site (see `layerless`)."""
+        return self.site.per_block and self.layer is None
+
     # ----- string form ---------------------------------------------------------------
     @classmethod
-    def parse(cls, text: "str | Target") -> "Target":
-        """Read `blocks.L.hook_SITE[b, t, f]`, `SITE.L[...]`, `hook_embed[...]` or `logits[...]`."""
+    def parse(cls, text: "str | Target", *, layer_optional: bool = False) -> "Target":
+        """Read `blocks.L.hook_SITE[b, t, f]`, `SITE.L[...]`, `hook_embed[...]` or `logits[...]`.
+
+        With `layer_optional=True` (layer sweeps) a per-block site without a layer,
+        `SITE[...]`, reads as a `layerless` target; elsewhere it is a TargetError asking for a layer.
+        """
         if isinstance(text, Target):
+            if text.needs_layer and not layer_optional:
+                raise TargetError(f"Target {text} needs a layer here, e.g. 'blocks.0.hook_{text.site.value}'.")
             return text
         if not isinstance(text, str):
             raise TargetError(f"A target is a Target or a string like 'blocks.3.hook_resid_post[:, 1:, :]'; got {type(text).__name__}.")
@@ -136,6 +162,14 @@ class Target:
             site, layer = m.group(1), int(m.group(2))
         elif m := _GLOBAL_FORM.match(name):
             site = m.group(1)
+        elif (m := _SITE_FORM.match(name)) and m.group(1) in _PER_BLOCK:
+            if not layer_optional:
+                raise TargetError(
+                    f"Target {source!r} needs a layer: write 'blocks.L.hook_{m.group(1)}' or '{m.group(1)}.L' "
+                    "(only layer sweeps take a site without a layer)."
+                )
+            indices += [_FULL] * (3 - len(indices))
+            return cls.layerless(m.group(1), batch=indices[0], tokens=indices[1], features=indices[2])
         else:
             valid = ", ".join(s.value for s in Site)
             raise TargetError(
@@ -150,6 +184,8 @@ class Target:
             name = "hook_embed"
         elif self.site is Site.LOGITS:
             name = "logits"
+        elif self.layer is None:
+            name = self.site.value  # layerless (layer sweeps only)
         else:
             name = f"blocks.{self.layer}.hook_{self.site.value}"
         if all(i == _FULL for i in (self.batch, self.tokens, self.features)):
@@ -166,6 +202,8 @@ class Target:
 
         adapter = adapter_for(model)
         layer = self.layer
+        if self.needs_layer:
+            raise TargetError(f"Target {self} needs a layer here, e.g. 'blocks.0.hook_{self.site.value}'.")
         if self.site.per_block:
             try:
                 layer = adapter.check_layer(self.layer)
@@ -218,6 +256,9 @@ class Target:
         with preserved(adapter.model), torch.no_grad():
             capture = adapter.run(batch.tokens, capture=[target.key])
         return target.select(capture[target.key]).detach()
+
+
+_PER_BLOCK = frozenset(s.value for s in Site if s.per_block)
 
 
 def looks_like_target(text: str) -> bool:

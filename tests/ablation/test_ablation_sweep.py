@@ -25,7 +25,7 @@ def _naive(model, tokens, spec, metric):
         ("resid_pre", "zero", "kl"),
         ("attn_out", "mean", "prob"),
         ("resid_mid", "resample", "logit_diff"),
-        ("embed", "zero", "loss"),
+        ("embed", "zero", "cross_entropy"),
     ],
 )
 def test_sweep_equals_naive_loop(model, site, ablation, metric):
@@ -35,17 +35,18 @@ def test_sweep_equals_naive_loop(model, site, ablation, metric):
         clean = model(tokens)
     top = clean[0, -1].topk(2).indices
     reference = REFERENCE if ablation == "resample" else None
-    result = ablation_sweep(
-        model,
-        PROMPT,
-        ablation=ablation,
-        site=site,
-        metric=metric,
-        reference=reference,
-        positions=[0, 3, 7, -1],
-        batch_size=3,
-        progress=False,
-    )
+    with pytest.deprecated_call():  # an arbitrary list of positions is the old positions= spelling
+        result = ablation_sweep(
+            model,
+            PROMPT,
+            ablation=ablation,
+            site=site,
+            metric=metric,
+            reference=reference,
+            positions=[0, 3, 7, -1],
+            batch_size=3,
+            progress=False,
+        )
 
     def score(logits):
         if metric == "kl":
@@ -74,7 +75,7 @@ def test_sweep_equals_naive_loop(model, site, ablation, metric):
 def test_width_sweep_equals_naive_loop(gpt2):
     tokens = adapter_for(gpt2).prompt(PROMPT).tokens
     result = ablation_sweep(
-        gpt2, PROMPT, ablation="truncate", site="resid_post", widths=[0, 16, 40, 64], metric="loss", progress=False
+        gpt2, PROMPT, ablation="truncate", target="resid_post", widths=[0, 16, 40, 64], metric="cross_entropy", progress=False
     )
     for i, layer in enumerate(result.layers):
         for j, width in enumerate(result.columns):
@@ -108,7 +109,7 @@ def test_bandwidth_full_width_is_intact(gpt2):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(site="logits"), "site"),
+        (dict(target="logits"), "site"),
         (dict(ablation="noise"), "ablation"),
         (dict(metric="acc"), "metric"),
         (dict(ablation="resample"), "reference"),
@@ -129,7 +130,7 @@ def test_sweep_takes_one_prompt(gpt2):
 
 @pytest.mark.parametrize("name", ["gpt2-hf", "llama-hf"])
 @pytest.mark.parametrize(
-    "site, metric", [("resid_pre", "kl"), ("attn_out", "loss"), ("resid_mid", "kl"), ("mlp_out", "loss")]
+    "site, metric", [("resid_pre", "kl"), ("attn_out", "cross_entropy"), ("resid_mid", "kl"), ("mlp_out", "cross_entropy")]
 )
 def test_prefix_reuse_matches_naive_loop(name, site, metric):
     """HF bridges reuse the clean prefix's keys/values; groups of several positions per forward."""
@@ -141,10 +142,10 @@ def test_prefix_reuse_matches_naive_loop(name, site, metric):
     tokens = adapter_for(model).prompt(PROMPT).tokens
     with torch.no_grad():
         clean = model(tokens)
-    result = ablation_sweep(model, PROMPT, site=site, metric=metric, progress=False)
+    result = ablation_sweep(model, PROMPT, target=site, metric=metric, progress=False)
 
     def score(logits):
-        if metric == "loss":
+        if metric == "cross_entropy":
             return torch.nn.functional.cross_entropy(logits[0, :-1], tokens[0, 1:])
         p = clean[0, -1].log_softmax(-1)
         return (p.exp() * (p - logits[0, -1].log_softmax(-1))).sum()

@@ -37,7 +37,7 @@ CASES = [
 ERROR_CASES = [
     ("ablated-bad-layer", lambda m: _context(m, RemoveResidual(9))),
     ("ablated-no-forward", _no_forward),
-    ("sweep-bad-site", lambda m: ablation_sweep(m, PROMPT, site="logits", progress=False)),
+    ("sweep-bad-site", lambda m: ablation_sweep(m, PROMPT, target="logits", progress=False)),
     ("sweep-resample-no-reference", lambda m: ablation_sweep(m, PROMPT, ablation="resample", progress=False)),
     (
         "bandwidth-feature-slice",

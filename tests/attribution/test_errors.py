@@ -18,14 +18,14 @@ PROMPT = "The sky is blue."
         (dict(window=0), "window must be a positive integer"),
         (dict(baseline="unk"), "baseline='unk' is not valid"),
         (dict(target="blocks.9.hook_resid_post"), "out of range"),
-        (dict(target=" blue sky"), "not a single token"),
+        (dict(answer=" blue sky"), "not a single token"),
         (dict(target=2.5), "target must be None"),
-        (dict(target=" is", per_output=True), "per_output=True needs"),
+        (dict(answer=" is", per_output=True), "per_output=True needs"),
         (dict(target="blocks.0.hook_resid_post", metric="kl"), "needs target=None or a token"),
         (dict(signed="yes"), "signed must be True or False"),
-        (dict(chunk_size=0), "chunk_size"),
+        (dict(batch_size=0), "batch_size"),
         (dict(weights=(1,)), "weights must be two numbers"),
-        (dict(target=lambda logits: logits.sum()), "callable must return"),
+        (dict(objective=lambda logits: logits.sum()), "callable must return"),
     ],
 )
 def test_bad_options(gpt2, options, message):

@@ -30,7 +30,7 @@ def test_equals_independent_autograd(name):
         assert_close(result.scores, expected)  # normalize="none"
         normalised = attribute(model, PROMPT, signed=signed, progress=False)
         assert_close(normalised.scores, expected / expected.abs().max())
-        assert normalised.normalisation == "max_abs" and normalised.scores.abs().max() == 1
+        assert normalised.normalize == "max_abs" and normalised.scores.abs().max() == 1
 
 
 def test_signed_scores_match_finite_differences():
@@ -38,7 +38,7 @@ def test_signed_scores_match_finite_differences():
     model = float64_copy("gpt2-native")
     tokens = tokens_of(model)
     token = 268
-    result = attribute(model, PROMPT, target=token, signed=True, normalize="none", progress=False)
+    result = attribute(model, PROMPT, answer=token, signed=True, normalize="none", progress=False)
     base = model.W_E.detach()[tokens]
     h = 1e-5
     for c in range(1, tokens.shape[1]):
@@ -75,7 +75,7 @@ def test_per_output_rows_are_teacher_forced_gradients():
     model = float64_copy("gpt2-native")
     tokens = tokens_of(model, "The cat sat on")
     n = tokens.shape[1]
-    result = attribute(model, "The cat sat on", per_output=True, normalize="none", chunk_size=2, progress=False)
+    result = attribute(model, "The cat sat on", per_output=True, normalize="none", batch_size=2, progress=False)
     predicted = result.predicted_token_id
     for p in range(n):
         token = int(tokens[0, p + 1]) if p + 1 < n else predicted

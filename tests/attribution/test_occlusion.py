@@ -42,7 +42,7 @@ def test_vector_baselines_equal_naive_loop(gpt2, baseline):
         embeds[0, c] = vector
         expected[c] = (logits(gpt2, tokens, embeds)[0, -1] - clean).abs().sum()
     result = attribute(
-        gpt2, PROMPT, method="occlusion", baseline=baseline, normalize="none", chunk_size=4, progress=False
+        gpt2, PROMPT, method="occlusion", baseline=baseline, normalize="none", batch_size=4, progress=False
     )
     assert_close(result.raw_scores, expected, atol=1e-4)
 
@@ -99,8 +99,8 @@ def test_per_output_matrix_rows_and_causality(gpt2):
 
 
 def test_chunk_size_does_not_change_scores(llama):
-    a = attribute(llama, PROMPT, method="occlusion", chunk_size=1, normalize="none", progress=False)
-    b = attribute(llama, PROMPT, method="occlusion", chunk_size=5, normalize="none", progress=False)
+    a = attribute(llama, PROMPT, method="occlusion", batch_size=1, normalize="none", progress=False)
+    b = attribute(llama, PROMPT, method="occlusion", batch_size=5, normalize="none", progress=False)
     assert_close(a.raw_scores, b.raw_scores, atol=1e-4)
 
 
@@ -113,7 +113,7 @@ def test_prefix_reuse_equals_full_recompute(name):
     for options in (
         dict(per_output=True, metric="kl"),
         dict(target="blocks.0.hook_resid_post[:, 3:, :20]", baseline="mean", window=3),
-        dict(target=lambda logits: logits[:, -2].softmax(-1)[:, :4], include_bos=True, chunk_size=2),
+        dict(objective=lambda logits: logits[:, -2].softmax(-1)[:, :4], include_bos=True, batch_size=2),
     ):
         cached = attribute(
             model, prompt, method="occlusion", reuse="cache", normalize="none", progress=False, **options

@@ -27,7 +27,7 @@ ERROR_CASES = [
         "attribute-bad-target-layer",
         lambda m: attribute(m, PROMPT, method="combined", target="blocks.7.hook_resid_post", progress=False),
     ),
-    ("attribute-bad-callable", lambda m: attribute(m, PROMPT, target=lambda logits: logits.sum(), progress=False)),
+    ("attribute-bad-callable", lambda m: attribute(m, PROMPT, objective=lambda logits: logits.sum(), progress=False)),
     (
         "faithfulness-other-prompt",
         lambda m: faithfulness(m, "Other words.", attribute(m, PROMPT, progress=False), progress=False),

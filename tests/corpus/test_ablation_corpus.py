@@ -39,7 +39,8 @@ def _loop(model, n, specs, layers, **options):
         for i, spec in enumerate(specs):
             ref = REFERENCE if spec in ("mean", "resample") and options.get("reference") else None
             extra = {k: v for k, v in options.items() if k != "reference"}
-            sweep = li.ablation_sweep(model, ids, ablation=spec, layers=layers, positions=positions, reference=ref,
+            target = li.Target.layerless("resid_post", tokens=slice(1, None))  # every position but BOS
+            sweep = li.ablation_sweep(model, ids, ablation=spec, layers=layers, target=target, reference=ref,
                                       progress=False, **extra)
             for j in range(len(layers)):
                 for c, p in enumerate(positions):
@@ -111,7 +112,7 @@ def test_an_interrupted_run_resumes_to_the_same_totals(tiny, whole, tmp_path, mo
     (dict(specs="zero", reference="Hi."), li.OptionError, r"reference= applies only to the specs 'mean' and"),
     (dict(metric="bits"), li.OptionError, r"metric='bits' is not valid; choose one of: 'kl'"),
     (dict(site="hook_z"), li.TargetError, r"Unknown site 'hook_z'; valid sites: embed, resid_pre"),
-    (dict(site="logits"), li.OptionError, r"site='logits' cannot be ablated; choose one of: embed, resid_pre"),
+    (dict(target="logits"), li.OptionError, r"site='logits' cannot be ablated; choose one of: embed, resid_pre"),
     (dict(layers=[9]), li.TargetError, r"layers 0\.\.3"),
     (dict(layers=[1, 1]), li.OptionError, r"lists a layer twice"),
     (dict(include_bos="no"), li.OptionError, r"include_bos='no' is not valid"),
@@ -157,3 +158,26 @@ def test_two_gloo_processes_give_the_one_process_totals(tiny, tmp_path):
         assert out["counts"] == alone.count_by_distance.tolist()
         assert out["sums"] == [[pytest.approx(row, abs=1e-6) for row in spec] for spec in alone.sum_by_distance.tolist()]
         assert out["clean"] == pytest.approx(alone.clean_sum, abs=1e-9)
+
+
+def test_old_site_and_loss_spellings_give_the_same_totals(tiny):
+    options = dict(specs="zero", layers=[1], n_prompts=2, max_tokens_per_prompt=MAX, progress=False)
+    with pytest.warns(DeprecationWarning, match="'site' is renamed 'target'"):
+        old = ablation_corpus(tiny, TEXTS, site="attn_out", **options)
+    new = ablation_corpus(tiny, TEXTS, target="attn_out", **options)
+    assert torch.equal(old.sum_by_distance, new.sum_by_distance) and old.site == new.site == "attn_out"
+    with pytest.warns(DeprecationWarning, match="'loss' is renamed 'cross_entropy'"):
+        old = ablation_corpus(tiny, TEXTS, metric="loss", **options)
+    new = ablation_corpus(tiny, TEXTS, metric="cross_entropy", **options)
+    assert torch.equal(old.sum_by_distance, new.sum_by_distance) and new.metric == "cross_entropy"
+
+
+def test_a_target_layer_and_feature_slice_equal_a_plain_loop(tiny):
+    got = ablation_corpus(tiny, TEXTS, specs="zero", target="blocks.2.hook_mlp_out[:, :, :16]", n_prompts=2,
+                          max_tokens_per_prompt=MAX, progress=False)
+    assert got.layers == [2]
+    total = 0.0
+    for ids in _prompts(adapter_for(tiny), 2):
+        sweep = li.ablation_sweep(tiny, ids, target="blocks.2.hook_mlp_out[:, 1:, :16]", progress=False)
+        total += float((sweep.values.double() - sweep.clean).sum())
+    assert float(got.sum_by_distance.sum()) == pytest.approx(total, abs=1e-9)

@@ -175,3 +175,12 @@ def test_result_views(whole, tmp_path):
     assert "word_start" in str(whole) and "3 prompts" in str(whole)
     with pytest.raises(li.OptionError, match=r"scale='log' is not valid; choose one of: 'raw', 'max_abs'"):
         whole.mean_by_type("log")
+
+
+def test_chunk_size_is_the_old_batch_size(tiny):
+    options = dict(method="occlusion", n_prompts=2, max_tokens_per_prompt=MAX, progress=False)
+    with pytest.warns(DeprecationWarning, match="'chunk_size' is renamed 'batch_size'"):
+        old = attribute_corpus(tiny, TEXTS, chunk_size=3, **options)
+    new = attribute_corpus(tiny, TEXTS, batch_size=3, **options)
+    assert torch.equal(old.sums["raw"]["distance"], new.sums["raw"]["distance"])
+    assert new.options["batch_size"] == 3
