@@ -38,8 +38,12 @@ def check_choice(name: str, value: object, choices: tuple) -> None:
 
 
 def check_bool(name: str, value: object, *, allow_none: bool = False) -> None:
-    """Raise OptionError unless `value` is True or False (or None when allowed)."""
-    check_choice(name, value, (True, False, None) if allow_none else (True, False))
+    """Raise OptionError unless `value` is True or False (or None when allowed): no truthy stand-ins."""
+    choices = (True, False, None) if allow_none else (True, False)
+    if not _is_one_of(value, choices):
+        allowed = "True, False or None" if allow_none else "True or False"
+        listed = ", ".join(repr(c) for c in choices)
+        raise OptionError(f"{name}={value!r} is not valid; choose one of: {listed} ({name} must be {allowed}).")
 
 
 def _is_int(value: object) -> bool:

@@ -108,8 +108,7 @@ def _check_flags(method, metric, normalize, reuse, batch_size, **flags) -> None:
     check_choice("reuse", reuse, REUSE)
     check_int("batch_size", batch_size, low=1, allow_none=True)
     for name, value in flags.items():
-        if not isinstance(value, bool):
-            raise OptionError(f"{name} must be True or False; got {value!r}.")
+        check_bool(name, value)
 
 
 def plan_attribution(model, prompt, *, method, target, answer, objective, baseline, metric, window, signed,

@@ -182,7 +182,7 @@ def _call_target(fn, full: Tensor) -> Tensor:
         raise OptionError(f"The {what} callable raised {type(error).__name__}: {error}; it must return {expected}.") from error
     if value.ndim not in (1, 2) or value.shape[0] != full.shape[0] or not value.is_floating_point():
         raise OptionError(
-            f"A {what} callable must return {expected}; got shape {tuple(value.shape)} ({value.dtype})."
+            f"The {what} callable must return {expected}; got shape {tuple(value.shape)} ({value.dtype})."
         )
     return value
 

@@ -512,8 +512,8 @@ _OPTIONAL_BOOLS = {"exact": ["exhaustive"], "viz": ["scan"]}
 # (entry, option, lowest valid value or None): a float is a wrong type, and low - 1 is out of range
 _INTS = {
     "lens": [("chunk_size", 1), ("top_k", 1)],
-    "occl": [("window", 1), ("chunk_size", 1)],
-    "faith": [("steps", 1), ("n_random", 1), ("chunk_size", 1)],
+    "occl": [("window", 1), ("batch_size", 1)],
+    "faith": [("steps", 1), ("n_random", 1), ("batch_size", 1)],
     "grad": [("steps", 1), ("top_k", 1), ("n_restarts", 1), ("n_pos", 1)],
     "exact": [("beam", 1), ("hidden_top", 1), ("batch_size", 1), ("n_pos", 1)],
     "decode": [("top_k", 1)],
@@ -751,12 +751,23 @@ def test_exact_options_list_matches_the_signature():
     assert set(EXACT_OPTIONS) == keyword_only
 
 
+@pytest.mark.parametrize(
+    ("objective", "message"),
+    [("x", "objective must be a callable on the logits; got str"), (3, "got int"),
+     (lambda logits: logits.sum(), r"must return \[batch\] or \[batch, k\] float values")],
+)
+def test_attribute_objective_must_be_a_callable_of_the_logits(gpt2, objective, message):
+    with pytest.raises(li.OptionError, match=message):
+        li.attribute(gpt2, PROMPT, objective=objective, progress=False)
+
+
 def test_integer_like_positions_are_still_accepted(gpt2):
     """The stricter index check keeps NumPy and 0-d tensor integers working."""
     import numpy as np
 
-    plain = li.ablation_sweep(gpt2, PROMPT, positions=[2, 3], layers=[0], **Q)
-    other = li.ablation_sweep(gpt2, PROMPT, positions=[np.int64(2), torch.tensor(3)], layers=0, **Q)
+    with pytest.deprecated_call():  # positions= is the old spelling of target='resid_post[:, 2:4]'
+        plain = li.ablation_sweep(gpt2, PROMPT, positions=[2, 3], layers=[0], **Q)
+        other = li.ablation_sweep(gpt2, PROMPT, positions=[np.int64(2), torch.tensor(3)], layers=0, **Q)
     assert torch.equal(plain.values, other.values)
 
 
@@ -792,6 +803,7 @@ _COVERED_BY_OWN_CASES = {
     "target", "targets", "loss", "metric", "layers", "positions", "allowed_tokens", "cache", "path", "title",
     "reference", "clamp", "widths", "weights", "baseline", "site", "ablation", "inversion_layers", "readout",
     "answer", "foil", "embedding_from", "dtype", "device", "device_map", "attribution", "lens", "lenses",
+    "objective",  # attribute: test_attribute_objective_must_be_a_callable_of_the_logits; viz: _CHOICES
 }
 _FUNCTIONS = {"lens": "logit_lens", "attr": "attribute", "faith": "faithfulness", "decode": "decode_embeddings",
               "viz": "visualize_feature", "owalk": "orthogonal_walk", "cwalk": "clamped_walk",
