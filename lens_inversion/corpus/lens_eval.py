@@ -20,12 +20,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .. import metrics
 from ..errors import OptionError
 from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.preserve import preserves_model
 from ..hooks.selfcheck import recording
 from ..hooks.sites import Site
-from .. import metrics
 from ..lens.translators import Readout, resolve_lens
 from .batches import CorpusBatch
 from .lens_eval_result import LensEvaluation

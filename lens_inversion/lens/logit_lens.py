@@ -26,6 +26,10 @@ CHUNK_BYTES = 256 * 2**20  # working memory for the [cells, d_vocab] temporaries
 _TEMPORARIES = 5  # float32 [cells, d_vocab] arrays alive at once: logits, 2 scratch, reference + its probs
 _QUIET_STEPS = 4  # no progress bar for problems this small
 _METRICS = ("kl", "rank", "prob", "entropy", "cross_entropy")
+Compare = Literal["final", "input"]
+COMPARES = ("final", "input")
+Rows = Literal["blocks", "sublayers"]
+ROWS = ("blocks", "sublayers")
 
 
 @dataclass(frozen=True)
@@ -136,8 +140,8 @@ def logit_lens(
     prompt,
     /,
     *,
-    compare: Literal["final", "input"] = "final",
-    rows: Literal["blocks", "sublayers"] = "blocks",
+    compare: Compare = "final",
+    rows: Rows = "blocks",
     layers: "int | Sequence[int] | None" = None,
     positions: "int | slice | Sequence[int] | None" = None,
     top_k: int = 5,
@@ -175,8 +179,8 @@ def logit_lens(
         >>> logit_lens(model, "The sky is blue.").row_labels[-1]  # doctest: +SKIP
         'output'
     """
-    check_choice("compare", compare, ("final", "input"))
-    check_choice("rows", rows, ("blocks", "sublayers"))
+    check_choice("compare", compare, COMPARES)
+    check_choice("rows", rows, ROWS)
     check_bool("progress", progress)
     adapter = adapter_for(model)
     check_int("top_k", top_k, low=1, high=adapter.d_vocab_out)

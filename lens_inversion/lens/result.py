@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ..errors import OptionError, check_choice
 from ..validation import check_destination
-from ..viz.heatmap import SAFE_SCALES, ColorScale, layer_position_heatmap
+from ..viz.heatmap import SAFE_SCALES, ColorScale, ScaleName, layer_position_heatmap
 from ..viz.html import write_figures_html
 
 Metric = Literal["kl", "rank", "prob", "entropy", "cross_entropy", "top1"]
@@ -145,7 +145,7 @@ class LogitLensResult:
         top_down: bool = False,
         clip: "tuple[float | int | None, float | int | None] | None" = None,
         log: bool | None = None,
-        colorscale: str = "Viridis",
+        colorscale: ScaleName = "Viridis",
         cell_text: bool = True,
     ) -> go.Figure:
         """Heatmap of one metric: rows on y (input at the bottom unless `top_down`), positions on x.

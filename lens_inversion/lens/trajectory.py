@@ -22,7 +22,7 @@ from ..hooks.fast_paths import lens_row_verdict
 from ..hooks.preserve import preserves_model
 from ..hooks.sites import Site
 from ..validation import check_bool, check_choice, check_int, read_prompt
-from .logit_lens import _QUIET_STEPS, _activations, _positions, _row_lenses, _rows, auto_chunk_size
+from .logit_lens import _QUIET_STEPS, ROWS, Rows, _activations, _positions, _row_lenses, _rows, auto_chunk_size
 from .trajectory_result import TokenTrajectoryResult
 from .translators import resolve_lens
 
@@ -104,7 +104,7 @@ def token_trajectory(
     tokens: "Sequence[str | int]",
     lens="logit",
     multi_token: Literal["error", "first"] = "error",
-    rows: Literal["blocks", "sublayers"] = "blocks",
+    rows: Rows = "blocks",
     layers: "int | Sequence[int] | None" = None,
     positions: "int | slice | Sequence[int] | None" = None,
     cache=None,
@@ -141,7 +141,7 @@ def token_trajectory(
         torch.Size([5, 4, 2])
     """
     check_choice("multi_token", multi_token, MULTI_TOKEN)
-    check_choice("rows", rows, ("blocks", "sublayers"))
+    check_choice("rows", rows, ROWS)
     check_bool("progress", progress)
     check_int("chunk_size", chunk_size, low=1, allow_none=True)
     adapter = adapter_for(model)

@@ -20,6 +20,7 @@ import re
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import plotly.graph_objects as go
@@ -28,6 +29,7 @@ from ..errors import OptionError
 
 # Colour-blind-safe sequential scales (perceptually uniform, readable in greyscale).
 SAFE_SCALES = ("Viridis", "Cividis", "Plasma", "Inferno", "Magma")
+ScaleName = Literal["Viridis", "Cividis", "Plasma", "Inferno", "Magma"]
 
 
 @dataclass(frozen=True, kw_only=True)
