@@ -2,9 +2,10 @@
 
 import html
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Literal
 
 import plotly.graph_objects as go
 import torch
@@ -12,7 +13,7 @@ from tqdm.auto import tqdm
 
 from .ablation import AblationResult, ablation_sweep
 from .attribution import AttributionResult, attribute
-from .errors import OptionError, UnsupportedModelError
+from .errors import OptionError, PromptError, UnsupportedModelError
 from .hooks import adapter_for, preserves_model
 from .hooks.fast_paths import run_all
 from .hooks.sites import Site, site_hook_name
@@ -101,6 +102,15 @@ class ReportResult:
 
 _METHOD_LABELS = {"embedding": "gradient descent (research method)", "exact": "exact search"}
 REPORT_GRADIENT_STEPS = 100  # with early stopping on the shifted-input yardstick: ~3 s for three layers
+ABLATIONS = ("zero", "mean", "resample")
+Ablation = Literal["zero", "mean", "resample"]
+# The progress bar's fixed steps: two logit lenses, the trained-lens comparison, the sweep,
+# the self-checks and writing the page; attributions and inversions are counted separately.
+_FIXED_STEPS = 6
+
+
+class _PromptOptionError(PromptError, OptionError):
+    """A prompt problem: a PromptError, still caught as the OptionError `report` raised before 0.3."""
 
 
 def _default_layers(n_layers: int) -> list[int]:
@@ -110,6 +120,130 @@ def _default_layers(n_layers: int) -> list[int]:
 def _model_name(model) -> str:
     name = str(getattr(model.cfg, "model_name", None) or type(model).__name__)
     return Path(name).name if Path(name).is_absolute() else name
+
+
+def _check_prompt(prompt: object) -> None:
+    """Raise PromptError unless `prompt` is one non-empty, valid Unicode string."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise _PromptOptionError(f"report() takes one non-empty prompt string; got {prompt!r}.")
+    check_prompt_text(prompt)
+
+
+def _check_layers(adapter, inversion_layers) -> list[int]:
+    """The blocks to invert (default: first, middle, last), each checked against the model."""
+    layers = inversion_layers
+    if layers is not None:
+        layers = list(layers) if isinstance(layers, (list, tuple, range)) else [layers]
+    layers = _default_layers(adapter.n_layers) if layers is None else layers
+    if not layers:
+        raise OptionError("inversion_layers is empty; give at least one block index or None for the default.")
+    for layer in layers:
+        adapter.check_layer(layer, what="inversion layer")
+    return layers
+
+
+def _check_lenses(model, lenses) -> list:
+    """The trained lenses to compare: the given list, or those shipped for the model when None."""
+    if lenses is not None and (isinstance(lenses, (str, bytes)) or not isinstance(lenses, Sequence)):
+        raise OptionError(f"lenses must be a list of trained lenses or None; got {type(lenses).__name__}.")
+    return shipped_lenses(model) if lenses is None else list(lenses)
+
+
+class _Steps:
+    """A progress bar over the report's steps that times each one."""
+
+    def __init__(self, total: int, progress: bool):
+        self.bar = tqdm(total=total, desc="report", disable=not progress, leave=False)
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, label: str, fn: Callable[[], Any]) -> Any:
+        """Run `fn` as the step `label`: shown on the bar, timed into `timings`."""
+        self.bar.set_postfix_str(label)
+        t0 = time.perf_counter()
+        value = fn()
+        self.timings[label] = time.perf_counter() - t0
+        self.bar.update(1)
+        return value
+
+    def skip_to(self, n: int) -> None:
+        """Advance the bar to step `n` (steps skipped by a refusal)."""
+        self.bar.update(n - self.bar.n)
+
+
+def _lens_results(step: _Steps, model, prompt: str) -> tuple[LogitLensResult | None, LogitLensResult | None, str]:
+    """The logit lens against the final output and the input, or (None, None, why) when refused."""
+    try:
+        final = step("logit lens (final)", lambda: logit_lens(model, prompt, compare="final", progress=False))
+        first = step("logit lens (input)", lambda: logit_lens(model, prompt, compare="input", progress=False))
+    except UnsupportedModelError as refusal:  # e.g. a readout head the lens cannot compose: the rest still runs
+        step.skip_to(2)
+        return None, None, str(refusal)
+    return final, first, ""
+
+
+def _inversion_options(method: str, gradient_steps: int, gradient_early_stop: bool, seed: int) -> dict:
+    if method == "exact":
+        return dict(seed=seed)
+    return dict(steps=gradient_steps, stop_when_closer=gradient_early_stop, seed=seed)
+
+
+def _inversion_rows(step: _Steps, model, prompt: str, layers: list[int], **options) -> tuple[InversionRow, ...]:
+    """Every layer's resid_post inverted by every method of INVERSION_METHODS."""
+    rows = []
+    for layer in layers:
+        target = site_hook_name(Site.RESID_POST, layer)
+        for method in INVERSION_METHODS:
+            o = _inversion_options(method, **options)
+            result = step(
+                f"inversion (block {layer}, {method})",
+                lambda t=target, m=method, o=o: invert(model, prompt, target=t, method=m, progress=False, **o),
+            )
+            rows.append(InversionRow(layer=layer, method=method, result=result))
+    return tuple(rows)
+
+
+def _sweep(model, prompt: str, ablation: str, seed: int) -> AblationResult:
+    """The ablation sweep; mean/resample take the prompt itself as reference."""
+    reference = None if ablation == "zero" else prompt
+    return ablation_sweep(model, prompt, ablation=ablation, reference=reference, seed=seed, progress=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Plan:
+    """The checked options of one `report` call."""
+
+    path: Path
+    layers: list[int]
+    trained: list
+    ablation: str
+    title: str | None
+    gradient_steps: int
+    gradient_early_stop: bool
+    seed: int
+
+
+def _run(plan: _Plan, step: _Steps, model, adapter, prompt: str) -> ReportResult:
+    """Compute every section of the report (the page is written by the caller)."""
+    lens_final, lens_input, lens_refusal = _lens_results(step, model, prompt)
+    # A lens the user passed that does not fit the model raises here, as logit_lens(lens=...) would.
+    comparison = step("trained lenses", lambda: compare_lenses(model, prompt, lenses=plan.trained)
+                      if plan.trained and lens_final is not None else None)
+    attributions = {
+        method: step(f"attribution ({method})", lambda m=method: attribute(model, prompt, method=m, progress=False))
+        for method in ATTRIBUTION_METHODS
+    }
+    refusal = _token_table_refusal(adapter)
+    inversions = () if refusal else _inversion_rows(
+        step, model, prompt, plan.layers, gradient_steps=plan.gradient_steps,
+        gradient_early_stop=plan.gradient_early_stop, seed=plan.seed)
+    sweep = step("ablation sweep", lambda: _sweep(model, prompt, plan.ablation, plan.seed))
+    checks = step("self-checks", lambda: tuple(run_all(adapter, force=False)))
+    return ReportResult(
+        checks=checks, path=plan.path, prompt=prompt, model_name=_model_name(adapter.model),
+        lens_final=lens_final, lens_input=lens_input, lens_refusal=lens_refusal, lens_comparison=comparison,
+        inversion_refusal=refusal, attributions=attributions, inversions=inversions, ablation=sweep,
+        seconds=0.0, timings=step.timings,
+    )
 
 
 @preserves_model
@@ -122,27 +256,24 @@ def report(
     inversion_layers: Sequence[int] | None = None,
     gradient_steps: int = REPORT_GRADIENT_STEPS,
     gradient_early_stop: bool = True,
-    ablation: str = "zero",
+    ablation: Ablation = "zero",
     lenses: "Sequence | None" = None,
     title: str | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> ReportResult:
-    """Run the logit lens, attribution, inversion and an ablation sweep; write one HTML file.
-
-    The file embeds plotly.js once, so it opens offline in any browser.
+    """Run the logit lens, attribution, inversion and an ablation sweep; write one offline HTML file.
 
     Args:
         model: a TransformerLens model (TransformerBridge or HookedTransformer).
         prompt: one prompt (a string).
-        path: where to write the HTML.
+        path: where to write the HTML (plotly.js embedded once, so it opens offline).
         inversion_layers: blocks whose resid_post is inverted (default: first, middle, last).
-        gradient_steps: at most this many steps of the research's gradient-descent inversion;
-            it stops early once the result is closer to the target than the shifted input
-            (the research's yardstick), which keeps the report within seconds.
-        gradient_early_stop: stop gradient inversion on that yardstick (False: run every step).
-        ablation: the sweep's ablation ("zero", "mean" or "resample" of each resid_post cell;
-            mean/resample use the prompt itself as reference).
+        gradient_steps: at most this many steps of the research's gradient-descent inversion.
+        gradient_early_stop: stop gradient inversion once the result is closer to the target
+            than the shifted input (the research's yardstick); False: run every step.
+        ablation: the sweep's ablation of each resid_post cell, one of ABLATIONS
+            (mean/resample use the prompt itself as reference).
         lenses: trained lenses to compare with the logit lens (li.load_lens(...)); default
             the lenses shipped for an embedded model, none for other models; [] for none.
         title: the page title (default names the model).
@@ -152,100 +283,28 @@ def report(
     Returns:
         A `ReportResult` with every result object and the written path.
 
-    Examples:
-        >>> res = li.report(model, "The sky is blue.", path="report.html")  # doctest: +SKIP
+    Raises:
+        PromptError: the prompt is not one non-empty valid string; OptionError: a bad option.
     """
+    check_bool("progress", progress)
     path = check_destination(path, example="report.html")
     check_text("title", title, allow_none=True)
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise OptionError(f"report() takes one non-empty prompt string; got {prompt!r}.")
-    check_prompt_text(prompt)
+    _check_prompt(prompt)
     check_int("gradient_steps", gradient_steps, low=1)
     check_bool("gradient_early_stop", gradient_early_stop)
-    check_bool("progress", progress)
     check_seed(seed, allow_none=False)
-    check_choice("ablation", ablation, ("zero", "mean", "resample"))
+    check_choice("ablation", ablation, ABLATIONS)
     adapter = adapter_for(model)
-    layers = inversion_layers
-    if layers is not None:
-        layers = list(layers) if isinstance(layers, (list, tuple, range)) else [layers]
-    layers = _default_layers(adapter.n_layers) if layers is None else layers
-    if not layers:
-        raise OptionError("inversion_layers is empty; give at least one block index or None for the default.")
-    for layer in layers:
-        adapter.check_layer(layer, what="inversion layer")
-
-    if lenses is not None and (isinstance(lenses, (str, bytes)) or not isinstance(lenses, Sequence)):
-        raise OptionError(f"lenses must be a list of trained lenses or None; got {type(lenses).__name__}.")
-    trained = shipped_lenses(model) if lenses is None else list(lenses)
-
-    steps = 3 + len(ATTRIBUTION_METHODS) + len(layers) * len(INVERSION_METHODS) + 3
-    bar = tqdm(total=steps, desc="report", disable=not progress, leave=False)
-    timings: dict[str, float] = {}
+    plan = _Plan(path=path, layers=_check_layers(adapter, inversion_layers), trained=_check_lenses(model, lenses),
+                 ablation=ablation, title=title, gradient_steps=gradient_steps,
+                 gradient_early_stop=gradient_early_stop, seed=seed)
     started = time.perf_counter()
-
-    def step(label: str, fn):
-        bar.set_postfix_str(label)
-        t0 = time.perf_counter()
-        value = fn()
-        timings[label] = time.perf_counter() - t0
-        bar.update(1)
-        return value
-
+    step = _Steps(_FIXED_STEPS + len(ATTRIBUTION_METHODS) + len(plan.layers) * len(INVERSION_METHODS), progress)
     try:
-        try:
-            lens_final = step("logit lens (final)", lambda: logit_lens(model, prompt, compare="final", progress=False))
-            lens_input = step("logit lens (input)", lambda: logit_lens(model, prompt, compare="input", progress=False))
-            lens_refusal = ""
-        except UnsupportedModelError as refusal:  # e.g. a readout head the lens cannot compose: the rest still runs
-            lens_final = lens_input = None
-            lens_refusal = str(refusal)
-            bar.update(2 - bar.n)
-        # A lens the user passed that does not fit the model raises here, as logit_lens(lens=...) would.
-        comparison = step("trained lenses", lambda: compare_lenses(model, prompt, lenses=trained)
-                          if trained and lens_final is not None else None)
-        attributions = {
-            method: step(f"attribution ({method})", lambda m=method: attribute(model, prompt, method=m, progress=False))
-            for method in ATTRIBUTION_METHODS
-        }
-        inversions = []
-        for layer in layers if not _token_table_refusal(adapter) else []:
-            target = site_hook_name(Site.RESID_POST, layer)
-            for method in INVERSION_METHODS:
-                options = (dict(steps=gradient_steps, stop_when_closer=gradient_early_stop, seed=seed) if method != "exact"
-                           else dict(seed=seed))
-                result = step(
-                    f"inversion (block {layer}, {method})",
-                    lambda t=target, m=method, o=options: invert(model, prompt, target=t, method=m, progress=False, **o),
-                )
-                inversions.append(InversionRow(layer=layer, method=method, result=result))
-        sweep = step(
-            "ablation sweep",
-            lambda: ablation_sweep(
-                model, prompt, ablation=ablation, reference=None if ablation == "zero" else prompt,
-                seed=seed, progress=False,
-            ),
-        )
-        checks = step("self-checks", lambda: tuple(run_all(adapter, force=False)))
-        result = ReportResult(
-            checks=checks,
-            path=path,
-            prompt=prompt,
-            model_name=_model_name(adapter.model),
-            lens_final=lens_final,
-            lens_input=lens_input,
-            lens_refusal=lens_refusal,
-            lens_comparison=comparison,
-            inversion_refusal=_token_table_refusal(adapter),
-            attributions=attributions,
-            inversions=tuple(inversions),
-            ablation=sweep,
-            seconds=0.0,
-            timings=timings,
-        )
+        result = _run(plan, step, model, adapter, prompt)
         step("write HTML", lambda: _write(result, adapter, title))
     finally:
-        bar.close()
+        step.bar.close()
     return replace(result, seconds=time.perf_counter() - started)
 
 

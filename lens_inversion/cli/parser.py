@@ -61,10 +61,8 @@ def _common(sub: argparse.ArgumentParser, *, out: str) -> None:
     sub.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="lens-inversion", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
+def _add_report(commands) -> None:
+    """The `report` command: the full HTML report."""
     report = commands.add_parser("report", help="the full HTML report (the main job)", formatter_class=_Formatter, epilog=EPILOG,
                                  description="Logit lens, attribution, inversion and an ablation sweep in one file.")
     _common(report, out="report.html")
@@ -77,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="what replaces an activation in the ablation sweep: zeros, its mean over the prompt's "
                              "positions, or the same site on a shuffled prompt")
 
+
+def _add_lens(commands) -> None:
+    """The `lens` command: logit lens heatmaps."""
     lens = commands.add_parser("lens", help="logit lens heatmaps", formatter_class=_Formatter, epilog=EPILOG)
     _common(lens, out="lens.html")
     lens.add_argument("--compare", default="final", choices=["final", "input"],
@@ -88,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="heatmaps to draw, one per metric")
     lens.add_argument("--top-k", type=int, default=5, help="how many top tokens each cell keeps (hover text, JSON)")
 
+
+def _add_invert(commands) -> None:
+    """The `invert` command: recover the input from an activation."""
     inv = commands.add_parser("invert", help="recover the input from a layer's activation",
                               formatter_class=_Formatter, epilog=EPILOG)
     _common(inv, out="inversion.html")
@@ -99,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--loss", default="l2", choices=["l1", "l2", "cosine", "combined"],
                      help="gradient loss (embedding/direct)")
 
+
+def _add_attribute(commands) -> None:
+    """The `attribute` command."""
     attr = commands.add_parser("attribute", help="gradient x input / occlusion attribution",
                                formatter_class=_Formatter, epilog=EPILOG)
     _common(attr, out="attribution.html")
@@ -110,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="occlusion's output change")
     attr.add_argument("--baseline", default="pad", help='occlusion baseline: pad, eos, bos, zero, mean or a token id')
 
+
+def _add_ablate(commands) -> None:
+    """The `ablate` command: an ablation sweep."""
     abl = commands.add_parser("ablate", help="ablation sweep over layers x positions", formatter_class=_Formatter, epilog=EPILOG)
     _common(abl, out="ablation.html")
     abl.add_argument("--ablation", default="zero", choices=["zero", "mean", "resample"],
@@ -119,7 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     abl.add_argument("--metric", default="kl", choices=["kl", "logit_diff", "loss", "prob"],
                      help="how far each ablated run's output moves from the clean run")
     abl.add_argument("--reference", default=None, help="reference prompt for mean/resample (default: the prompt)")
-    add_corpus_commands(commands, formatter=_Formatter, epilog=EPILOG, model_help=MODEL_HELP, device_help=DEVICE_HELP)
+
+
+def _add_doctor(commands) -> None:
+    """The `doctor` command: versions and self-checks."""
     doctor = commands.add_parser(
         "doctor", help="versions, and every fast path's self-check (exit status 1 on a failure)",
         formatter_class=_Formatter, epilog=EPILOG,
@@ -128,6 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "on the embedded models and on --model.")
     doctor.add_argument("--model", default=None, help="also check this model (a local directory or a hub id)")
     doctor.add_argument("--device", default=None, help=DEVICE_HELP)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `lens-inversion` argument parser with every sub-command."""
+    parser = _Parser(prog="lens-inversion", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add in (_add_report, _add_lens, _add_invert, _add_attribute, _add_ablate):
+        add(commands)
+    add_corpus_commands(commands, formatter=_Formatter, epilog=EPILOG, model_help=MODEL_HELP, device_help=DEVICE_HELP)
+    _add_doctor(commands)
     return parser
 
 

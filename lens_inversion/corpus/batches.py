@@ -18,16 +18,20 @@ A CorpusBatch says which positions are real (`mask`) and which have a real next 
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
+from ..bos import with_bos
 from ..errors import OptionError
 from ..lens.token_stream import documents, token_chunks
 from ..validation import check_choice, check_int
 
+Packing = Literal["pack", "pad"]
 PACKINGS = ("pack", "pad")
+PaddingSide = Literal["right", "left"]
 PADDING_SIDES = ("right", "left")
 
 
@@ -37,7 +41,7 @@ class CorpusBatch:
 
     tokens: Int[Tensor, "batch pos"]
     mask: Bool[Tensor, "batch pos"]  # real tokens (False at pads)
-    padding_side: str = "right"
+    padding_side: PaddingSide = "right"
 
     @property
     def predicted(self) -> Bool[Tensor, "batch pos"]:
@@ -67,7 +71,7 @@ class CorpusBatch:
         return h.digest()
 
 
-def check_batching(*, packing: str, padding_side: str, seq_len: int | None, batch_size: int | None,
+def check_batching(*, packing: Packing, padding_side: PaddingSide, seq_len: int | None, batch_size: int | None,
                    max_tokens: int | None, n_ctx: int) -> None:
     """Raise OptionError for any batching option outside its valid range."""
     check_choice("packing", packing, PACKINGS)
@@ -79,8 +83,8 @@ def check_batching(*, packing: str, padding_side: str, seq_len: int | None, batc
         raise OptionError("padding_side='left' needs packing='pad' (packed rows have no padding).")
 
 
-def corpus_batches(adapter, corpus, *, packing: str = "pack", seq_len: int, batch_size: int,
-                   max_tokens: int | None = None, padding_side: str = "right", text_key: str = "text",
+def corpus_batches(adapter, corpus, *, packing: Packing = "pack", seq_len: int, batch_size: int,
+                   max_tokens: int | None = None, padding_side: PaddingSide = "right", text_key: str = "text",
                    shuffle_buffer: int = 0, seed: int = 0) -> Iterator[CorpusBatch]:
     """Stream the corpus as CorpusBatches of at most `batch_size` rows and `max_tokens` real tokens."""
     if packing == "pack":
@@ -99,7 +103,7 @@ def _document_rows(adapter, corpus, seq_len: int, text_key: str) -> Iterator[Ten
         ids = adapter.tokenizer.encode(doc, add_special_tokens=False)
         if not ids:
             continue
-        ids = ([bos] if bos is not None else []) + ids
+        ids = with_bos(ids, bos)
         for start in range(0, len(ids), seq_len):
             yield torch.tensor(ids[start:start + seq_len], dtype=torch.long)
 

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .. import metrics
 from ..errors import OptionError
 from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.preserve import preserves_model
 from ..hooks.selfcheck import recording
 from ..hooks.sites import Site
-from .. import metrics
 from ..lens.translators import Readout, resolve_lens
-from .batches import CorpusBatch
+from .batches import CorpusBatch, Packing, PaddingSide
 from .lens_eval_result import LensEvaluation
 from .runner import CorpusOptions, check_run_options, run_batch, run_batches
 from .token_bytes import token_byte_lengths
@@ -162,8 +162,8 @@ def _row_lenses(readouts: list[Readout], rows: list[_Row], d_model: int) -> list
 
 
 @preserves_model
-def evaluate_lens(model, corpus, *, lenses: Sequence = ("logit",), packing: str = "pack", seq_len: int | None = None,
-                  batch_size: int | None = None, max_tokens: int | None = None, padding_side: str = "right",
+def evaluate_lens(model, corpus, *, lenses: Sequence = ("logit",), packing: Packing = "pack", seq_len: int | None = None,
+                  batch_size: int | None = None, max_tokens: int | None = None, padding_side: PaddingSide = "right",
                   shuffle_buffer: int = 0, seed: int = 0, text_key: str = "text", checkpoint=None,
                   checkpoint_every: int = 50, progress: bool = True) -> LensEvaluation:
     """Per-layer KL, cross-entropy, bits per byte, entropy and top-1 agreement of each lens over a corpus.

@@ -15,6 +15,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from ..bos import first_content_position, with_bos
 from ..errors import PromptError
 from ..lens.token_stream import check_corpus, documents
 from ..validation import check_int, check_text
@@ -41,7 +42,7 @@ def corpus_prompts(adapter, corpus, *, n_prompts: int | None, max_tokens_per_pro
     for doc in documents(corpus, text_key=text_key):
         if n_prompts is not None and made >= n_prompts:
             return
-        ids = ([bos] if bos is not None else []) + adapter.tokenizer.encode(doc, add_special_tokens=False)
+        ids = with_bos(adapter.tokenizer.encode(doc, add_special_tokens=False), bos)
         ids = ids[:max_tokens_per_prompt]
         if len(ids) < MIN_TOKENS:
             continue
@@ -68,8 +69,7 @@ def distances(n: int) -> Int[Tensor, " pos"]:
 
 def scored_from(adapter, prompt: Tensor, *, include_bos: bool) -> int:
     """The first scored position: 1 when the prompt starts with BOS and BOS is left out, else 0."""
-    bos = adapter.bos_token_id
-    return 1 if not include_bos and bos is not None and int(prompt[0]) == bos else 0
+    return first_content_position(prompt, adapter.bos_token_id, include_bos=include_bos)
 
 
 __all__ = ["MIN_TOKENS", "check_prompt_options", "corpus_prompts", "distances", "prompt_digest", "prompt_size",

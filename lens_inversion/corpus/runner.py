@@ -21,7 +21,7 @@ from ..hooks.fast_paths import left_padding_verified
 from ..hooks.preserve import preserves_model
 from ..lens.token_stream import check_corpus
 from ..validation import check_bool, check_destination, check_int, check_seed, check_text
-from .batches import CorpusBatch, check_batching, corpus_batches
+from .batches import CorpusBatch, Packing, PaddingSide, check_batching, corpus_batches
 from .distributed import joined
 from .engine import Loop, RunInfo, run_items
 
@@ -32,11 +32,11 @@ BATCH_BYTES = 128 * 2**20  # the float32 [rows, pos, d_vocab] logits of one batc
 class CorpusOptions:
     """How a corpus is read into batches; part of every checkpoint's configuration."""
 
-    packing: str = "pack"
+    packing: Packing = "pack"
     seq_len: int | None = None  # None: the model's context, at most 2048
     batch_size: int | None = None  # None: as many rows as keep one batch's logits under BATCH_BYTES
     max_tokens: int | None = None
-    padding_side: str = "right"
+    padding_side: PaddingSide = "right"
     shuffle_buffer: int = 0
     seed: int = 0
     text_key: str = "text"
@@ -133,9 +133,9 @@ class CorpusTotals:
 
 
 @preserves_model
-def corpus(model, corpus, statistic: Callable[[CorpusBatch], Mapping], *, packing: str = "pack",
+def corpus(model, corpus, statistic: Callable[[CorpusBatch], Mapping], *, packing: Packing = "pack",
            seq_len: int | None = None, batch_size: int | None = None, max_tokens: int | None = None,
-           padding_side: str = "right", shuffle_buffer: int = 0, seed: int = 0, text_key: str = "text",
+           padding_side: PaddingSide = "right", shuffle_buffer: int = 0, seed: int = 0, text_key: str = "text",
            checkpoint=None, checkpoint_every: int = 50, progress: bool = True) -> CorpusTotals:
     """Stream `corpus` in batches, call `statistic(batch)` on each, and return the exact totals.
 

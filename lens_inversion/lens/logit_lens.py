@@ -5,12 +5,13 @@ Compared with the final output or with the input, exactly, in bounded memory.
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .. import metrics
 from ..errors import OptionError, UnsupportedModelError
 from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.cache import cached_activation
@@ -18,7 +19,6 @@ from ..hooks.fast_paths import lens_row_verdict
 from ..hooks.preserve import preserves_model
 from ..hooks.sites import Site
 from ..validation import check_bool, check_choice, check_int, read_prompt
-from .. import metrics
 from .result import LogitLensResult
 from .translators import Readout, resolve_lens
 
@@ -26,6 +26,10 @@ CHUNK_BYTES = 256 * 2**20  # working memory for the [cells, d_vocab] temporaries
 _TEMPORARIES = 5  # float32 [cells, d_vocab] arrays alive at once: logits, 2 scratch, reference + its probs
 _QUIET_STEPS = 4  # no progress bar for problems this small
 _METRICS = ("kl", "rank", "prob", "entropy", "cross_entropy")
+Compare = Literal["final", "input"]
+COMPARES = ("final", "input")
+Rows = Literal["blocks", "sublayers"]
+ROWS = ("blocks", "sublayers")
 
 
 @dataclass(frozen=True)
@@ -136,8 +140,8 @@ def logit_lens(
     prompt,
     /,
     *,
-    compare: Literal["final", "input"] = "final",
-    rows: Literal["blocks", "sublayers"] = "blocks",
+    compare: Compare = "final",
+    rows: Rows = "blocks",
     layers: "int | Sequence[int] | None" = None,
     positions: "int | slice | Sequence[int] | None" = None,
     top_k: int = 5,
@@ -148,15 +152,12 @@ def logit_lens(
 ) -> LogitLensResult:
     """Decode every residual stream with the model's final norm and unembedding.
 
-    Rows are the embedding (resid_pre of block 0, positions included), each block's
-    resid_post (with `rows="sublayers"` also its resid_mid, after attention) and the
-    model's own output. The final norm's statistics are recomputed on each row. Metrics
-    are float32 and exact; at most `chunk_size` row × position cells of the
-    vocabulary-sized log-probabilities exist at once.
+    Rows: the embedding (resid_pre of block 0), each block's resid_post (and resid_mid with
+    `rows="sublayers"`) and the model's output; the final norm's statistics are recomputed on
+    each row. Metrics are float32 and exact, at most `chunk_size` cells decoded at once.
 
     Args:
-        model: a TransformerLens model (bridge or HookedTransformer); hooks the user has
-            attached around the call stay active.
+        model: a TransformerLens model; hooks the user attached around the call stay active.
         prompt: a string, a list of strings (right-padded batch) or token ids.
         compare: "final" — KL(final ‖ row), rank/prob of the final top-1 token; "input" —
             KL(input ‖ row) against the embedding row, rank/prob of the input token.
@@ -165,9 +166,8 @@ def logit_lens(
         positions: an int, slice or list of positions to score; default all.
         top_k: how many top tokens per cell to keep.
         lens: "logit" (the identity), a li.TunedLens, a TransformerLens JacobianLens, or a
-            callable fn(resid, hook_name) -> resid applied to each row before decoding.
-            Rows a trained lens has no translator for (the embedding, for a Jacobian
-            lens) are decoded with the identity; `row_lenses` records which decoded each.
+            callable fn(resid, hook_name) -> resid applied to each row before decoding; rows
+            it has no translator for are decoded with the identity (see `row_lenses`).
         cache: a precomputed ActivationCache of this prompt holding the residual streams.
         chunk_size: cells scored at once; default from CHUNK_BYTES and the vocabulary.
         progress: show a tqdm bar (only when there are more than a few chunks).
@@ -176,12 +176,11 @@ def logit_lens(
         LogitLensResult with [rows, pos] metrics ([batch, rows, pos] for a list).
 
     Examples:
-        >>> lens = logit_lens(model, "The sky is blue.")  # doctest: +SKIP
-        >>> lens.kl.shape, lens.row_labels[-1]  # doctest: +SKIP
-        (torch.Size([3, 6]), 'output')
+        >>> logit_lens(model, "The sky is blue.").row_labels[-1]  # doctest: +SKIP
+        'output'
     """
-    check_choice("compare", compare, ("final", "input"))
-    check_choice("rows", rows, ("blocks", "sublayers"))
+    check_choice("compare", compare, COMPARES)
+    check_choice("rows", rows, ROWS)
     check_bool("progress", progress)
     adapter = adapter_for(model)
     check_int("top_k", top_k, low=1, high=adapter.d_vocab_out)
@@ -213,85 +212,136 @@ def _row_lenses(adapter: ModelAdapter, readout: Readout, row_specs: list[_Row]) 
     return kinds
 
 
-def _score(adapter, p, row_specs, cols, acts, logits, compare, top_k, chunk_size, progress, readout) -> LogitLensResult:
-    device = logits.device
-    cols_t = torch.tensor(cols, device=device)
-    lengths = p.lengths.to(device)
-    valid = cols_t[None, :] < lengths[:, None]  # [batch, cols]
-    b_idx, c_idx = valid.nonzero(as_tuple=True)
-    pos_idx = cols_t[c_idx]
-    n_cells, n_rows, d_vocab = len(b_idx), len(row_specs), adapter.d_vocab_out
+class _Cells:
+    """The scored (batch, position) cells of a prompt, flattened, and reads of [batch, pos, ...] at them."""
 
-    tokens = p.tokens.to(device)
-    final_top1 = logits.argmax(-1)  # [batch, pos]
-    nxt = torch.full_like(tokens, -1)
-    nxt[:, :-1] = tokens[:, 1:]
-    nxt[torch.arange(tokens.shape[1], device=device)[None, :] >= lengths[:, None] - 1] = -1
-    target = (tokens if compare == "input" else final_top1)[b_idx, pos_idx]
-    next_cells = nxt[b_idx, pos_idx]
+    def __init__(self, p, cols: list[int], device: torch.device):
+        cols_t = torch.tensor(cols, device=device)
+        self.cols, self.batch, self.device = cols, p.batch, device
+        self.lengths = p.lengths.to(device)
+        self.valid = cols_t[None, :] < self.lengths[:, None]  # [batch, cols]
+        self.b_idx, self.c_idx = self.valid.nonzero(as_tuple=True)
+        self.pos_idx = cols_t[self.c_idx]
+        self.count = len(self.b_idx)
+        self.contiguous = p.batch == 1 and cols == list(range(cols[0], cols[0] + len(cols)))
 
-    contiguous = p.batch == 1 and cols == list(range(cols[0], cols[0] + len(cols)))
-
-    def take(x: Tensor, cells: slice) -> Tensor:
+    def take(self, x: Tensor, cells: slice) -> Tensor:
         """x[batch, pos, ...] at the cells (a view, not a copy, for one contiguous prompt)."""
-        if contiguous:
-            return x[0, cols[0] + cells.start : cols[0] + cells.stop]
-        return x[b_idx[cells], pos_idx[cells]]
+        if self.contiguous:
+            return x[0, self.cols[0] + cells.start : self.cols[0] + cells.stop]
+        return x[self.b_idx[cells], self.pos_idx[cells]]
 
-    def lens_z(rows: list[int], cells: slice) -> Tensor:
-        """[rows, cells, d_vocab] float32 logits of lens rows (never the output row)."""
-        keys = [(row_specs[r].site, row_specs[r].layer) for r in rows]
-        # Layers may live on different devices (device_map); decode where the head lives.
-        resid = torch.stack([readout.apply(take(acts[key].to(device), cells), *key)[0] for key in keys])
-        return adapter.lens_logits(resid).float()
+    def at(self, x: Tensor) -> Tensor:
+        """x[batch, pos] at every cell: [cells]."""
+        return x[self.b_idx, self.pos_idx]
 
-    def output_z(cells: slice) -> Tensor:
-        return take(logits, cells).float()[None]
-
-    out = {name: torch.full((n_rows, n_cells), float("nan"), device=device) for name in _METRICS}
-    top_ids = torch.full((n_rows, n_cells, top_k), -1, dtype=torch.long, device=device)
-    top_probs = torch.full((n_rows, n_cells, top_k), float("nan"), device=device)
-    plan = _plan(n_rows, n_cells, chunk_size or auto_chunk_size(d_vocab, n_cells * n_rows))
-    ref_row = 0 if compare == "input" else n_rows - 1
-    work = None  # two scratch buffers, reused by every chunk
-    ref = None
-    for cells, rows in tqdm(plan, desc="logit lens", disable=not progress or len(plan) <= _QUIET_STEPS, leave=False):
-        if ref is None or ref[0] != cells:
-            z_ref = output_z(cells)[0] if ref_row == n_rows - 1 else lens_z([0], cells)[0]
-            ref_norm, _, ref_centred = metrics.normalize(z_ref)
-            ref_centred.clamp_(min=torch.finfo(z_ref.dtype).min)
-            ref = (cells, ref_centred, ref_norm, metrics.softmax(z_ref, ref_norm))
-        z = output_z(cells) if rows == [n_rows - 1] else lens_z(rows, cells)
-        if work is None or work.shape[1] < z.numel():
-            work = torch.empty(2, z.numel(), dtype=z.dtype, device=device)
-        w1, w2 = (buf[: z.numel()].view_as(z) for buf in work)
-        tgt = target[cells].expand(len(rows), -1)
-        nx = next_cells[cells].expand(len(rows), -1)
-        norm, ent, centred = metrics.normalize(z, (w1, w2))  # centred lives in w1
-        kl = metrics.kl_from_centred(ref[3], ref[1], ref[2], centred, norm, w2)
-        if ref_row in rows:
-            kl[rows.index(ref_row)] = 0.0  # the reference against itself, exactly
-        values = {
-            "kl": kl,
-            "rank": metrics.cell_rank(z, tgt, w2),
-            "prob": norm.log_prob(metrics.token_logit(z, tgt)).exp(),
-            "entropy": ent,
-            "cross_entropy": (-norm.log_prob(metrics.token_logit(z, nx.clamp(min=0)))).masked_fill(
-                nx < 0, float("nan")
-            ),
-        }
-        for name, value in values.items():
-            out[name][rows, cells] = value
-        top_ids[rows, cells], top_probs[rows, cells] = metrics.top_k(z, norm, top_k)
-
-    def grid(flat: Tensor, fill) -> Tensor:
+    def grid(self, flat: Tensor, fill, n_rows: int) -> Tensor:
         """[rows, cells, ...] -> [batch, rows, cols, ...], padding filled with `fill`."""
-        shape = (p.batch, n_rows, len(cols), *flat.shape[2:])
-        full = torch.full(shape, fill, dtype=flat.dtype, device=device)
-        full[b_idx, :, c_idx] = flat.transpose(0, 1)
+        shape = (self.batch, n_rows, len(self.cols), *flat.shape[2:])
+        full = torch.full(shape, fill, dtype=flat.dtype, device=self.device)
+        full[self.b_idx, :, self.c_idx] = flat.transpose(0, 1)
         return full
 
-    return _result(adapter, p, row_specs, cols, compare, top_k, final_top1, nxt, valid, grid, out, top_ids, top_probs)
+
+@dataclass(frozen=True)
+class _Decoder:
+    """Float32 vocabulary logits of lens rows (through the readout) and of the output row."""
+
+    adapter: ModelAdapter
+    readout: Readout
+    row_specs: list[_Row]
+    acts: dict
+    logits: Tensor
+    cells: _Cells
+
+    def __call__(self, rows: list[int], cells: slice) -> Tensor:
+        """[rows, cells, d_vocab] logits; the output row (the last) is always a step of its own."""
+        if rows == [len(self.row_specs) - 1]:
+            return self.cells.take(self.logits, cells).float()[None]
+        keys = [(self.row_specs[r].site, self.row_specs[r].layer) for r in rows]
+        # Layers may live on different devices (device_map); decode where the head lives.
+        device = self.logits.device
+        resid = torch.stack([self.readout.apply(self.cells.take(self.acts[key].to(device), cells), *key)[0]
+                             for key in keys])
+        return self.adapter.lens_logits(resid).float()
+
+
+class _Reference(NamedTuple):
+    """The reference row's distribution at one cell range, for KL against every other row."""
+
+    cells: slice
+    centred: Tensor
+    norm: metrics.Normalizer
+    probs: Tensor
+
+
+def _reference(z_ref: Tensor, cells: slice) -> _Reference:
+    norm, _, centred = metrics.normalize(z_ref)
+    centred.clamp_(min=torch.finfo(z_ref.dtype).min)
+    return _Reference(cells, centred, norm, metrics.softmax(z_ref, norm))
+
+
+def _scratch(work: Tensor | None, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Two scratch buffers shaped like `z`, reusing `work` when it is large enough."""
+    if work is None or work.shape[1] < z.numel():
+        work = torch.empty(2, z.numel(), dtype=z.dtype, device=z.device)
+    w1, w2 = (buf[: z.numel()].view_as(z) for buf in work)
+    return work, w1, w2
+
+
+def _chunk_metrics(z: Tensor, ref: _Reference, tgt: Tensor, nx: Tensor, ref_index: int | None,
+                   w1: Tensor, w2: Tensor) -> tuple[dict[str, Tensor], metrics.Normalizer]:
+    """Every metric of _METRICS for [rows, cells] of logits `z`, and their normalizer (scratch overwritten)."""
+    norm, ent, centred = metrics.normalize(z, (w1, w2))  # centred lives in w1
+    kl = metrics.kl_from_centred(ref.probs, ref.centred, ref.norm, centred, norm, w2)
+    if ref_index is not None:
+        kl[ref_index] = 0.0  # the reference against itself, exactly
+    return {
+        "kl": kl,
+        "rank": metrics.cell_rank(z, tgt, w2),
+        "prob": norm.log_prob(metrics.token_logit(z, tgt)).exp(),
+        "entropy": ent,
+        "cross_entropy": (-norm.log_prob(metrics.token_logit(z, nx.clamp(min=0)))).masked_fill(nx < 0, float("nan")),
+    }, norm
+
+
+def _next_tokens(tokens: Tensor, lengths: Tensor) -> Tensor:
+    """The token after each position, -1 past each prompt's last token."""
+    nxt = torch.full_like(tokens, -1)
+    nxt[:, :-1] = tokens[:, 1:]
+    nxt[torch.arange(tokens.shape[1], device=tokens.device)[None, :] >= lengths[:, None] - 1] = -1
+    return nxt
+
+
+def _score(adapter, p, row_specs, cols, acts, logits, compare, top_k, chunk_size, progress, readout) -> LogitLensResult:
+    device, n_rows = logits.device, len(row_specs)
+    cells = _Cells(p, cols, device)
+    tokens = p.tokens.to(device)
+    final_top1 = logits.argmax(-1)  # [batch, pos]
+    nxt = _next_tokens(tokens, cells.lengths)
+    target, next_cells = cells.at(tokens if compare == "input" else final_top1), cells.at(nxt)
+    decode = _Decoder(adapter, readout, row_specs, acts, logits, cells)
+    out = {name: torch.full((n_rows, cells.count), float("nan"), device=device) for name in _METRICS}
+    top_ids = torch.full((n_rows, cells.count, top_k), -1, dtype=torch.long, device=device)
+    top_probs = torch.full((n_rows, cells.count, top_k), float("nan"), device=device)
+    plan = _plan(n_rows, cells.count, chunk_size or auto_chunk_size(adapter.d_vocab_out, cells.count * n_rows))
+    ref_row = 0 if compare == "input" else n_rows - 1
+    work = ref = None  # two scratch buffers reused by every chunk; the reference of the current cells
+    for span, rows in tqdm(plan, desc="logit lens", disable=not progress or len(plan) <= _QUIET_STEPS, leave=False):
+        if ref is None or ref.cells != span:
+            ref = _reference(decode([ref_row], span)[0], span)
+        z = decode(rows, span)
+        work, w1, w2 = _scratch(work, z)
+        values, norm = _chunk_metrics(z, ref, target[span].expand(len(rows), -1), next_cells[span].expand(len(rows), -1),
+                                      rows.index(ref_row) if ref_row in rows else None, w1, w2)
+        for name, value in values.items():
+            out[name][rows, span] = value
+        top_ids[rows, span], top_probs[rows, span] = metrics.top_k(z, norm, top_k)
+
+    def grid(flat: Tensor, fill) -> Tensor:
+        return cells.grid(flat, fill, n_rows)
+
+    return _result(adapter, p, row_specs, cols, compare, top_k, final_top1, nxt, cells.valid, grid, out, top_ids, top_probs)
 
 
 def _result(adapter, p, row_specs, cols, compare, top_k, final_top1, nxt, valid, grid, out, top_ids, top_probs):

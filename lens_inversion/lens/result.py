@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ..errors import OptionError, check_choice
 from ..validation import check_destination
-from ..viz.heatmap import SAFE_SCALES, ColorScale, layer_position_heatmap
+from ..viz.heatmap import SAFE_SCALES, ColorScale, ScaleName, layer_position_heatmap
 from ..viz.html import write_figures_html
 
 Metric = Literal["kl", "rank", "prob", "entropy", "cross_entropy", "top1"]
@@ -118,14 +118,14 @@ class LogitLensResult:
 
     def _scale(self, metric: str, values: np.ndarray, clip, log, colorscale: str) -> ColorScale:
         finite = values[np.isfinite(values)]
-        top = float(finite.max()) if finite.size else 1.0
+        top = max(float(finite.max()) if finite.size else 1.0, _MIN_TOP)
         defaults = {
-            "kl": (0.0, min(30.0, max(top, 1e-6)), False, "KL (nats)"),
-            "rank": (1.0, 1000.0, True, "rank"),
+            "kl": (0.0, min(NATS_CLIP, top), False, "KL (nats)"),
+            "rank": (1.0, RANK_CLIP, True, "rank"),
             "prob": (0.0, 1.0, False, "probability"),
             "top1": (0.0, 1.0, False, "top-1 probability"),
-            "entropy": (0.0, max(top, 1e-6), False, "entropy (nats)"),
-            "cross_entropy": (0.0, min(30.0, max(top, 1e-6)), False, "cross-entropy (nats)"),
+            "entropy": (0.0, top, False, "entropy (nats)"),
+            "cross_entropy": (0.0, min(NATS_CLIP, top), False, "cross-entropy (nats)"),
         }
         lo, hi, is_log, title = defaults[metric]
         if clip is not None:
@@ -145,7 +145,7 @@ class LogitLensResult:
         top_down: bool = False,
         clip: "tuple[float | int | None, float | int | None] | None" = None,
         log: bool | None = None,
-        colorscale: str = "Viridis",
+        colorscale: ScaleName = "Viridis",
         cell_text: bool = True,
     ) -> go.Figure:
         """Heatmap of one metric: rows on y (input at the bottom unless `top_down`), positions on x.
@@ -167,18 +167,50 @@ class LogitLensResult:
         check_choice("metric", metric, METRICS)
         check_choice("colorscale", colorscale, SAFE_SCALES)
         value = self.top_probs[..., 0] if metric == "top1" else getattr(self, metric)
-        values = self._pick(value, index).numpy()
+        n_cols = int(self._pick(self.valid, index).sum())  # padding columns are trailing; drop them
+        values = self._pick(value, index).numpy()[:, :n_cols]
+        top_ids = self._pick(self.top_tokens, index).numpy()[:, :n_cols]
+        text = np.vectorize(lambda i: _visible(self.token_str(i)) if i >= 0 else "", otypes=[object])(top_ids[..., 0])
+        bottom, top = self._axis_labels(index, n_cols)
+        return layer_position_heatmap(
+            values,
+            x_labels=bottom,
+            y_labels=self.row_labels,
+            top_labels=top,
+            text=text if cell_text else None,
+            hover=self._hover(metric, values, index),
+            outline=self._pick(self.matches_final, index).numpy()[:, :n_cols],
+            scale=self._scale(metric, values, clip, log, colorscale),
+            title=f"{self.lens_title}: {_metric_title(metric, self.compare)}",
+            legend="outlined cell: the row's top-1 token equals the model's final top-1 · "
+                   "* after a top-axis token: the model's final top-1 predicts it correctly",
+            x_title="input token",
+            y_title="row",
+            top_down=top_down,
+        )
+
+    def _prompt_strings(self, index: int) -> tuple[list[str], list[str]]:
+        """The input tokens and the true next tokens of one prompt."""
+        if self.batched:
+            return self.str_tokens[index], self.next_str_tokens[index]
+        return self.str_tokens, self.next_str_tokens
+
+    def _axis_labels(self, index: int, n_cols: int) -> tuple[list[str], list[str]]:
+        """Bottom labels (input tokens) and top labels (next tokens, `*` where the final top-1 is right)."""
+        str_tokens, next_str = self._prompt_strings(index)
+        correct = self._pick(self.correct, index).numpy()
+        bottom = [_visible(t) for t in str_tokens[:n_cols]]
+        top = [_visible(t) + ("*" if ok else "") for t, ok in zip(next_str[:n_cols], correct[:n_cols], strict=True)]
+        return bottom, top
+
+    def _hover(self, metric: str, values: np.ndarray, index: int) -> np.ndarray:
+        """Per-cell hover text: the row, position and token, the value, and the cell's top-k tokens."""
+        n_cols = values.shape[1]
         top_ids = self._pick(self.top_tokens, index).numpy()
         top_p = self._pick(self.top_probs, index).numpy()
-        valid = self._pick(self.valid, index).numpy()
-        correct = self._pick(self.correct, index).numpy()
         target = self._pick(self.target_tokens, index).numpy()
-        str_tokens = self.str_tokens[index] if self.batched else self.str_tokens
-        next_str = self.next_str_tokens[index] if self.batched else self.next_str_tokens
-        n_cols = int(valid.sum())  # padding columns are trailing; drop them
-        values, top_ids, top_p = values[:, :n_cols], top_ids[:, :n_cols], top_p[:, :n_cols]
-        word = {"final": "final top-1", "input": "input token"}[self.compare]
-        text = np.vectorize(lambda i: _visible(self.token_str(i)) if i >= 0 else "", otypes=[object])(top_ids[..., 0])
+        str_tokens, _ = self._prompt_strings(index)
+        word = _COMPARED_TOKEN[self.compare]
         hover = np.empty(values.shape, dtype=object)
         for r, label in enumerate(self.row_labels):
             for c in range(n_cols):
@@ -189,39 +221,32 @@ class LogitLensResult:
                     f"row {html.escape(label)}, pos {self.positions[c]} {_visible(str_tokens[c])!s}<br>"
                     f"{metric} = {values[r, c]:.4g} ({word} {_visible(self.token_str(target[c]))})<br>{tops}"
                 )
-        bottom = [_visible(t) for t in str_tokens[:n_cols]]
-        top = [_visible(t) + ("*" if ok else "") for t, ok in zip(next_str[:n_cols], correct[:n_cols], strict=True)]
-        outline = self._pick(self.matches_final, index).numpy()[:, :n_cols]
-        title = {
-            "kl": f"KL({self.compare} ‖ row)",
-            "rank": f"rank of the {word}",
-            "prob": f"probability of the {word}",
-            "top1": "top-1 probability",
-            "entropy": "entropy",
-            "cross_entropy": "cross-entropy of the next token",
-        }[metric]
-        return layer_position_heatmap(
-            values,
-            x_labels=bottom,
-            y_labels=self.row_labels,
-            top_labels=top,
-            text=text if cell_text else None,
-            hover=hover,
-            outline=outline,
-            scale=self._scale(metric, values, clip, log, colorscale),
-            title=f"{self.lens_title}: {title}",
-            legend="outlined cell: the row's top-1 token equals the model's final top-1 · "
-                   "* after a top-axis token: the model's final top-1 predicts it correctly",
-            x_title="input token",
-            y_title="row",
-            top_down=top_down,
-        )
+        return hover
 
     def to_html(self, path: "str | Path", *, metrics: "tuple[str, ...]" = ("kl", "rank"), index: int = 0) -> Path:
         """Write the heatmaps of `metrics` to one self-contained offline HTML file."""
         path = check_destination(path)
         figs = [self.plot(metric=m, index=index) for m in metrics]
         return write_figures_html(path, figs, title=f"{self.lens_title} ({self.compare})")
+
+
+NATS_CLIP = 30.0  # KL / cross-entropy colours saturate here: past ~30 nats the row has nothing left to show
+RANK_CLIP = 1000.0  # rank colours (log scale) saturate at 1000: beyond it a token is simply "not predicted"
+_MIN_TOP = 1e-6  # keeps the colour range non-empty when every value is 0 (a row compared with itself)
+_COMPARED_TOKEN = {"final": "final top-1", "input": "input token"}
+
+
+def _metric_title(metric: str, compare: str) -> str:
+    """What a heatmap of `metric` shows, for its title."""
+    word = _COMPARED_TOKEN[compare]
+    return {
+        "kl": f"KL({compare} ‖ row)",
+        "rank": f"rank of the {word}",
+        "prob": f"probability of the {word}",
+        "top1": "top-1 probability",
+        "entropy": "entropy",
+        "cross_entropy": "cross-entropy of the next token",
+    }[metric]
 
 
 __all__ = ["METRICS", "LogitLensResult"]

@@ -15,14 +15,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .. import metrics
 from ..errors import OptionError
 from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.fast_paths import lens_row_verdict
 from ..hooks.preserve import preserves_model
 from ..hooks.sites import Site
 from ..validation import check_bool, check_choice, check_int, read_prompt
-from .. import metrics
-from .logit_lens import _QUIET_STEPS, _activations, _positions, _row_lenses, _rows, auto_chunk_size
+from .logit_lens import _QUIET_STEPS, ROWS, Rows, _activations, _positions, _row_lenses, _rows, auto_chunk_size
 from .trajectory_result import TokenTrajectoryResult
 from .translators import resolve_lens
 
@@ -104,7 +104,7 @@ def token_trajectory(
     tokens: "Sequence[str | int]",
     lens="logit",
     multi_token: Literal["error", "first"] = "error",
-    rows: Literal["blocks", "sublayers"] = "blocks",
+    rows: Rows = "blocks",
     layers: "int | Sequence[int] | None" = None,
     positions: "int | slice | Sequence[int] | None" = None,
     cache=None,
@@ -113,9 +113,8 @@ def token_trajectory(
 ) -> TokenTrajectoryResult:
     """Probability and rank of each token of a set, and the set's total, at every lens row.
 
-    Rows and positions are those of `li.logit_lens` (the embedding, each block's output,
-    the model's own logits); each row is decoded through `lens` and the final norm and
-    unembedding, and only the chosen tokens' values are kept.
+    Rows and positions are those of `li.logit_lens`; each row is decoded through `lens`, the
+    final norm and the unembedding, and only the chosen tokens' values are kept.
 
     Args:
         model: a TransformerLens model (bridge or HookedTransformer).
@@ -124,9 +123,8 @@ def token_trajectory(
             are scored once in the set's total.
         lens: "logit", a li.TunedLens, a TransformerLens JacobianLens, or a callable
             fn(resid, hook_name) -> resid (see `li.logit_lens`).
-        multi_token: "error" refuses a string that splits into several tokens; "first"
-            scores its first piece (as the multilingual studies do) and records it in
-            `truncated`.
+        multi_token: "error" refuses a string that splits into several tokens; "first" scores
+            its first piece (as the multilingual studies do) and records it in `truncated`.
         rows: "blocks" or "sublayers" (attention and MLP steps separately), as in `li.logit_lens`.
         layers: blocks whose rows to include (negative allowed); default all.
         positions: an int, slice or list of positions to score; default all.
@@ -139,12 +137,11 @@ def token_trajectory(
         [row, pos] (a leading batch dim for a list of prompts).
 
     Examples:
-        >>> tr = token_trajectory(model, "The grass is", tokens=[" green", " blue"])  # doctest: +SKIP
-        >>> tr.prob.shape  # doctest: +SKIP
+        >>> token_trajectory(model, "The grass is", tokens=[" green", " blue"]).prob.shape  # doctest: +SKIP
         torch.Size([5, 4, 2])
     """
     check_choice("multi_token", multi_token, MULTI_TOKEN)
-    check_choice("rows", rows, ("blocks", "sublayers"))
+    check_choice("rows", rows, ROWS)
     check_bool("progress", progress)
     check_int("chunk_size", chunk_size, low=1, allow_none=True)
     adapter = adapter_for(model)

@@ -86,38 +86,20 @@ class TunedLens(nn.Module):
 
     @classmethod
     def train(
-        cls,
-        model,
-        corpus,
-        /,
-        *,
-        steps: int = 250,
-        tokens_per_step: int = 2**18,
-        seq_len: int | None = None,
-        loss: Literal["kl", "cross_entropy"] = "kl",
-        optimizer: Literal["sgd", "adam"] = "sgd",
-        lr_scale: float = 1.0,
-        momentum: float = 0.9,
-        weight_decay: float = 1e-3,
-        warmup_steps: int | None = None,
-        max_grad_norm: float = 1.0,
-        seed: int = 0,
-        sublayers: bool = False,
-        shuffle_buffer: int = 1024,
-        micro_batch: int | None = None,
-        text_key: str = "text",
-        checkpoint: "str | os.PathLike | None" = None,
-        checkpoint_every: int = 50,
-        held_out=None,
+        cls, model, corpus, /, *,
+        steps: int = 250, tokens_per_step: int = 2**18, seq_len: int | None = None,
+        loss: Literal["kl", "cross_entropy"] = "kl", optimizer: Literal["sgd", "adam"] = "sgd",
+        lr_scale: float = 1.0, momentum: float = 0.9, weight_decay: float = 1e-3,
+        warmup_steps: int | None = None, max_grad_norm: float = 1.0, seed: int = 0, sublayers: bool = False,
+        shuffle_buffer: int = 1024, micro_batch: int | None = None, text_key: str = "text",
+        checkpoint: "str | os.PathLike | None" = None, checkpoint_every: int = 50, held_out=None,
         progress: bool = True,
     ) -> "TunedLens":
         """Train a tuned lens by distillation to the model's final logits (Belrose et al. 2023).
 
-        The model runs under no_grad; each translator's loss is then backpropagated on its
-        own, so at most one layer's [tokens, d_vocab] graph exists at a time. The defaults
-        are the reference code's: SGD, Nesterov momentum 0.9, lr = lr_scale·(1 − β) (Adam:
-        AMSGrad, lr = lr_scale·1e-3, warm-up min(1000, steps // 5)), weight decay 1e-3,
-        gradient norm clipped to `max_grad_norm`, linear decay to 0. A corpus that runs out
+        The model runs under no_grad; each translator's loss is backpropagated on its own, so
+        at most one layer's [tokens, d_vocab] graph exists at a time. The defaults are the
+        reference code's (SGD, Nesterov momentum, linear decay to 0). A corpus that runs out
         is read again (`metadata["corpus_passes"]`).
 
         Args:
@@ -128,20 +110,19 @@ class TunedLens(nn.Module):
             tokens_per_step: tokens per step, a multiple of `seq_len`.
             seq_len: tokens per chunk (default: n_ctx, at most 2048).
             loss: "kl" (KL(final ‖ lens)) or "cross_entropy" (next token).
-            optimizer: "sgd" (the reference default) or "adam".
+            optimizer: "sgd" (lr = lr_scale·(1 − momentum)) or "adam" (AMSGrad, lr = lr_scale·1e-3).
             lr_scale: factor on the optimiser's default learning rate.
             momentum: SGD's momentum, or Adam's β₁.
             weight_decay: L2 decay, towards the identity translator.
-            warmup_steps: linear warm-up steps (default: 0 for SGD, as above for Adam).
+            warmup_steps: linear warm-up steps (default: 0 for SGD, min(1000, steps // 5) for Adam).
             max_grad_norm: the gradient norm is clipped to this every step.
             seed: seed of the corpus shuffle (the only randomness).
             sublayers: also train translators for each block's resid_mid.
             shuffle_buffer: chunks in the streaming shuffle buffer (0: corpus order).
             micro_batch: chunks per forward pass (default: ~128 MiB of float32 logits).
             text_key: the text field of .jsonl lines and dataset rows.
-            checkpoint: a file for the whole training state, written every
-                `checkpoint_every` steps and at the end; when it exists, training resumes
-                from it and ends bit-identical to an uninterrupted run.
+            checkpoint: a file for the whole training state, written every `checkpoint_every`
+                steps and at the end; an existing one is resumed, bit-identical to one run.
             checkpoint_every: steps between checkpoints.
             held_out: a corpus to measure held-out KL per row on (`metadata["held_out"]`).
             progress: a tqdm bar with the loss and tokens/s.

@@ -1,8 +1,8 @@
 """Evaluating a tuned lens: mean KL(final ‖ row) on held-out text, against the logit lens.
 
 `evaluate_lens` reads a corpus in `seq_len` chunks (the last, shorter one included) and
-scores every translated row with the training loss's KL (`tuned_training._Distill`), for
-the lens and for the logit lens on the same residuals; `HeldOutKL` holds the means.
+scores every translated row with `metrics.kl_divergence` (the reference of the training loss's
+fused KL), for the lens and for the logit lens on the same residuals; `HeldOutKL` holds the means.
 """
 
 from dataclasses import asdict, dataclass
@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .. import metrics
 from ..errors import OptionError
 from ..hooks.adapter import adapter_for
 from ..hooks.preserve import preserves_model
 from ..validation import check_int
 from .token_stream import token_chunks
-from .tuned_training import MICRO_BATCH_BYTES, _Distill, _residuals, row_label
+from .tuned_training import MICRO_BATCH_BYTES, _residuals, row_label
 
 if TYPE_CHECKING:
     from .tuned import TunedLens
@@ -60,10 +61,11 @@ def evaluate_lens(model, lens: "TunedLens", corpus, *, seq_len: int | None = Non
     for batch in _eval_batches(adapter, corpus, seq_len, micro, max_tokens, text_key):
         acts, logits = _residuals(adapter, lens, batch.to(adapter.device))
         with torch.no_grad():
-            target = _Distill(logits)
+            final = metrics.log_probs(logits)  # log-softmax is idempotent: computed once, not per row
             for i, key in enumerate(keys):
-                sums[0, i] += float(target.kl_sum(adapter.lens_logits(lens.translator_for(acts[key], *key))))
-                sums[1, i] += float(target.kl_sum(adapter.lens_logits(acts[key])))
+                tuned = adapter.lens_logits(lens.translator_for(acts[key], *key))
+                sums[0, i] += float(metrics.kl_divergence(final, tuned).sum())
+                sums[1, i] += float(metrics.kl_divergence(final, adapter.lens_logits(acts[key])).sum())
         tokens += batch.numel()
     if tokens == 0:
         raise OptionError("The held-out corpus holds no tokens; give at least one non-empty text.")

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from jaxtyping import Float
@@ -51,6 +51,10 @@ from .token_stream import ChunkCount, check_corpus, token_chunks
 if TYPE_CHECKING:
     from .tuned import TunedLens
 
+Loss = Literal["kl", "cross_entropy"]
+LOSSES = ("kl", "cross_entropy")
+Optimizer = Literal["sgd", "adam"]
+OPTIMIZERS = ("sgd", "adam")
 MICRO_BATCH_BYTES = 128 * 2**20  # one float32 [tokens, d_vocab] tensor of a micro-batch at most
 CHECKPOINT_FORMAT = "lens_inversion.tuned_lens.checkpoint"
 
@@ -62,8 +66,8 @@ class TrainOptions:
     steps: int = 250
     tokens_per_step: int = 2**18
     seq_len: int | None = None  # None: the model's n_ctx, at most 2048
-    loss: str = "kl"
-    optimizer: str = "sgd"
+    loss: Loss = "kl"
+    optimizer: Optimizer = "sgd"
     lr_scale: float = 1.0
     momentum: float = 0.9
     weight_decay: float = 1e-3
@@ -80,8 +84,8 @@ class TrainOptions:
         check_int("steps", self.steps, low=1)
         check_int("tokens_per_step", self.tokens_per_step, low=1)
         check_int("seq_len", self.seq_len, low=2, allow_none=True)
-        check_choice("loss", self.loss, ("kl", "cross_entropy"))
-        check_choice("optimizer", self.optimizer, ("sgd", "adam"))
+        check_choice("loss", self.loss, LOSSES)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_number("lr_scale", self.lr_scale, low=0, low_open=True)
         check_number("momentum", self.momentum, low=0, high=1, high_open=True)
         check_number("weight_decay", self.weight_decay, low=0)
@@ -338,6 +342,8 @@ def _accumulate(adapter, lens: "TunedLens", tokens: Tensor, loss: str, n_tokens:
 
 class _Distill:
     """KL(final ‖ softmax(z)) summed over tokens, against fixed final logits; gradient softmax(z) − p."""
+
+    # A fused KL for speed; its reference is metrics.kl_divergence (tests/lens/test_fused_kl.py compares them).
 
     def __init__(self, final: Float[Tensor, "*tokens d_vocab"]) -> None:
         logp = final.float().log_softmax(-1)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .. import metrics
 from ..hooks import Site, adapter_for, preserves_model
 from .loader import EMBEDDED, load_model
 
@@ -60,8 +61,8 @@ def heldout_loss(model, texts: list[str], *, batch_size: int = 16) -> tuple[floa
         logits = adapter.run(prompt.tokens, need_logits=True).logits[:, :-1]
         target = prompt.tokens[:, 1:]
         valid = torch.arange(target.shape[1])[None] < (prompt.lengths[:, None] - 1)
-        nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
-        total += float(nll[valid.flatten()].sum())
+        nll = metrics.cross_entropy(logits, target)  # [batch, pos - 1]
+        total += float(nll[valid].sum())
         count += int(valid.sum())
     return total / count, count
 
@@ -89,10 +90,10 @@ def lens_kl_per_layer(model, texts: list[str], *, batch_size: int = 16) -> list[
         prompt = adapter.prompt(texts[i : i + batch_size])
         cap = adapter.run(prompt.tokens, capture=[(Site.RESID_POST, layer) for layer in layers], need_logits=True)
         valid = torch.arange(prompt.pos)[None] < prompt.lengths[:, None]
-        final = cap.logits.log_softmax(-1)[valid]
+        final = cap.logits[valid]
         for layer in layers:
-            lens = adapter.lens_logits(cap[(Site.RESID_POST, layer)]).log_softmax(-1)[valid]
-            sums[layer] += float((final.exp() * (final - lens)).sum())
+            lens = adapter.lens_logits(cap[(Site.RESID_POST, layer)])[valid]
+            sums[layer] += float(metrics.kl_divergence(final, lens).sum())
         count += int(valid.sum())
     return (sums / count).tolist()
 

@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from ..errors import OptionError
 from ..hooks.adapter import adapter_for
 from ..lens.trained import fit_jacobian_lens, shipped_lens_path
 from .corpus import build_corpus
@@ -29,7 +30,7 @@ def context_prompts(adapter, docs: list[str], *, n: int, n_tokens: int) -> list[
             current = ""
             if len(prompts) == n:
                 return prompts
-    raise ValueError(f"The corpus gave only {len(prompts)} prompts of {n_tokens} tokens; {n} were asked for.")
+    raise OptionError(f"The corpus gave only {len(prompts)} prompts of {n_tokens} tokens; {n} were asked for.")
 
 
 def fit_one(name: str, *, n_prompts: int, seq_len: int) -> dict:

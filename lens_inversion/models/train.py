@@ -138,30 +138,30 @@ def _lr(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(cfg: TrainConfig, *, out: Path, untrained_out: Path | None, tokenizer_dir: Path | None, log_every: int = 100):
-    """Train one model; save it (and its untrained twin) with the tokenizer; return a metadata dict."""
+GRAD_CLIP = 1.0  # global gradient-norm clip: the usual GPT-2 recipe value, keeps early steps stable
+ADAM_BETAS = (0.9, 0.95)  # β₂ = 0.95 (not 0.999): the GPT-3 / nanoGPT choice for short, small-batch runs
+
+
+def _tokenizer(cfg: TrainConfig, corpus: Corpus, out: Path, tokenizer_dir: Path | None):
+    """A fresh BPE trained on the corpus (saved to `out`), or the one in `tokenizer_dir`."""
     from transformers import AutoTokenizer
 
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    corpus = build_corpus(n_train=cfg.n_train_docs, n_heldout=cfg.n_heldout_docs, seed=cfg.seed)
-    t0 = time.perf_counter()
     if tokenizer_dir is None:
-        tokenizer = train_tokenizer(corpus, vocab_size=cfg.vocab_size, n_ctx=cfg.n_ctx, out=out)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))  # local directory  # offline-ok
-    tok_s = time.perf_counter() - t0
-    tokens, labels = pack(corpus.train, tokenizer, n_ctx=cfg.n_ctx)
-    ev_tokens, ev_labels = pack(corpus.heldout, tokenizer, n_ctx=cfg.n_ctx, fill=False)
-    model = build_model(cfg, tokenizer)
-    for path in filter(None, (out, untrained_out)):
+        return train_tokenizer(corpus, vocab_size=cfg.vocab_size, n_ctx=cfg.n_ctx, out=out)
+    return AutoTokenizer.from_pretrained(str(tokenizer_dir))  # local directory  # offline-ok
+
+
+def _fresh_dirs(tokenizer, *paths: Path | None) -> None:
+    """Empty each output directory and save the tokenizer into it."""
+    for path in filter(None, paths):
         if path.exists():
             shutil.rmtree(path)
         tokenizer.save_pretrained(path)
-    if untrained_out is not None:
-        model.save_pretrained(untrained_out)
-    untrained_loss = heldout_loss(model, ev_tokens, ev_labels)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+
+
+def _optimise(model, cfg: TrainConfig, tokens: torch.Tensor, labels: torch.Tensor, log_every: int):
+    """`cfg.steps` AdamW steps on shuffled rows; returns (tokens seen, loss history, seconds)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=ADAM_BETAS, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     order = torch.randperm(len(tokens), generator=gen)
     cursor, n_tok, history = 0, 0, []
@@ -177,7 +177,7 @@ def train(cfg: TrainConfig, *, out: Path, untrained_out: Path | None, tokenizer_
         loss = model(tokens[idx], labels=labels[idx]).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
         opt.step()
         n_tok += int((labels[idx] != -100).sum())
         if step % log_every == 0 or step == cfg.steps - 1:
@@ -185,7 +185,32 @@ def train(cfg: TrainConfig, *, out: Path, untrained_out: Path | None, tokenizer_
             history.append({"step": step, "loss": round(loss.item(), 4), "seconds": round(elapsed, 1)})
             print(f"step {step:5d}  loss {loss.item():.3f}  {n_tok / max(elapsed, 1e-9):,.0f} tok/s  {elapsed:.0f}s",
                   flush=True)
-    train_s = time.perf_counter() - t1
+    return n_tok, history, time.perf_counter() - t1
+
+
+def _write_metadata(out: Path, corpus: Corpus, meta: dict) -> None:
+    """training.json and the first held-out documents, beside the weights."""
+    (out / "training.json").write_text(json.dumps(meta, indent=1) + "\n")
+    with open(out / "heldout.txt", "w") as f:
+        f.write("\n".join(corpus.heldout[:200]) + "\n")
+
+
+def train(cfg: TrainConfig, *, out: Path, untrained_out: Path | None, tokenizer_dir: Path | None, log_every: int = 100):
+    """Train one model; save it (and its untrained twin) with the tokenizer; return a metadata dict."""
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    corpus = build_corpus(n_train=cfg.n_train_docs, n_heldout=cfg.n_heldout_docs, seed=cfg.seed)
+    t0 = time.perf_counter()
+    tokenizer = _tokenizer(cfg, corpus, out, tokenizer_dir)
+    tok_s = time.perf_counter() - t0
+    tokens, labels = pack(corpus.train, tokenizer, n_ctx=cfg.n_ctx)
+    ev_tokens, ev_labels = pack(corpus.heldout, tokenizer, n_ctx=cfg.n_ctx, fill=False)
+    model = build_model(cfg, tokenizer)
+    _fresh_dirs(tokenizer, out, untrained_out)
+    if untrained_out is not None:
+        model.save_pretrained(untrained_out)
+    untrained_loss = heldout_loss(model, ev_tokens, ev_labels)
+    n_tok, history, train_s = _optimise(model, cfg, tokens, labels, log_every)
     trained_loss = heldout_loss(model, ev_tokens, ev_labels)
     model.save_pretrained(out)
     meta = {
@@ -197,9 +222,7 @@ def train(cfg: TrainConfig, *, out: Path, untrained_out: Path | None, tokenizer_
         "heldout_loss": round(trained_loss, 4), "heldout_loss_untrained": round(untrained_loss, 4),
         "torch": torch.__version__, "history": history,
     }
-    (out / "training.json").write_text(json.dumps(meta, indent=1) + "\n")
-    with open(out / "heldout.txt", "w") as f:
-        f.write("\n".join(corpus.heldout[:200]) + "\n")
+    _write_metadata(out, corpus, meta)
     return meta
 
 

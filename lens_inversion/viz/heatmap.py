@@ -1,8 +1,18 @@
 """A generic Plotly heatmap of rows (layers) × columns (positions).
 
 Labelled axes (top and bottom), cell text, hover text, outlined cells and a clipped or
-logarithmic colour scale, laid out to take the page's width without clipped or
-colliding text (the rules are in `layer_position_heatmap`'s docstring).
+logarithmic colour scale, laid out to take the page's width. Layout rules, so that nothing
+is clipped or collides:
+
+- no fixed width (Plotly's responsive config fills the container); the height grows
+  with the number of rows;
+- cell text is 12 px, cut with "…" to what fits a column; past HOVER_ONLY_AFTER (40)
+  columns it is shown on hover only;
+- tick labels are elided (`<|endoftext|>` → `<|eot|>`, anything over 12 characters
+  cut with "…"; the full text stays in the hover) and drawn vertically when they
+  would not fit side by side, every k-th one when even that is too dense;
+- long titles wrap at word boundaries; a title's trailing "(…)" explanation (what the
+  outlines and `*` marks mean) becomes a legend line under it.
 """
 
 import html
@@ -10,6 +20,7 @@ import re
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import plotly.graph_objects as go
@@ -18,6 +29,7 @@ from ..errors import OptionError
 
 # Colour-blind-safe sequential scales (perceptually uniform, readable in greyscale).
 SAFE_SCALES = ("Viridis", "Cividis", "Plasma", "Inferno", "Magma")
+ScaleName = Literal["Viridis", "Cividis", "Plasma", "Inferno", "Magma"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,7 +84,11 @@ HOVER_ONLY_AFTER = 40  # more columns than this: cell text only on hover
 TITLE_CHARS = 70  # a title line longer than this wraps at a word boundary
 _PLOT_PX = 900
 _CHAR_PX = 7.5  # average glyph width at 12 px
-_ROW_PX = 30
+_ROW_PX = 30  # one row of cells: room for 12 px cell text with padding
+_MIN_PLOT_PX, _MAX_PLOT_PX = 200, 1200  # plot-area height bounds: a 2-row plot stays readable, 100 rows scroll
+_MARGIN_PX = 24  # space above the title
+_HEADING_LINE_PX = 24  # one line of the (wrapped) title or legend
+_AXIS_TITLE_PX = 50  # the bottom axis title and its gap to the tick labels
 _LABEL_CHARS = 12  # longer axis labels are elided with "…"
 _SHORT_SPECIALS = {
     "<|endoftext|>": "<|eot|>",
@@ -198,21 +214,8 @@ def layer_position_heatmap(
 ) -> go.Figure:
     """Build a [rows, cols] heatmap that takes the page's width; row 0 at the bottom unless `top_down`.
 
-    Axes are numeric with tick labels, so repeated labels (the same token twice) stay
-    separate columns. Layout rules, so that nothing is clipped or collides:
-
-    - no fixed width (Plotly's responsive config fills the container); the height grows
-      with the number of rows;
-    - cell text is 12 px, cut with "…" to what fits a column; past HOVER_ONLY_AFTER (40)
-      columns it is shown on hover only;
-    - tick labels are elided (`<|endoftext|>` → `<|eot|>`, anything over 12 characters
-      cut with "…"; the full text stays in the hover) and drawn vertically when they
-      would not fit side by side, every k-th one when even that is too dense;
-    - long titles wrap at word boundaries; a title's trailing "(…)" explanation (what the
-      outlines and `*` marks mean) becomes a legend line under it.
-
-    Labels, text and titles may be raw or already HTML-escaped: either way they display
-    literally (see `plotly_text`).
+    Repeated labels (the same token twice) stay separate columns; the layout rules are in the
+    module's docstring. Labels, text and titles may be raw or HTML-escaped (see `plotly_text`).
 
     Args:
         values: [rows, cols] numbers; NaN cells are left blank.
@@ -220,32 +223,56 @@ def layer_position_heatmap(
         y_labels: one label per row.
         top_labels: optional top-axis labels, one per column.
         text: [rows, cols] strings printed in the cells.
-        hover: [rows, cols] strings (HTML allowed: `<br>`) shown on hover; by default
-            the column's full label, the row and the value (and the cell text).
+        hover: [rows, cols] strings (HTML allowed) shown on hover; default: label, row, value.
         outline: [rows, cols] booleans; True cells get a black-on-white box.
         scale: colour scale, clip range (zmin/zmax) and log10 mapping.
         title: the figure's title.
-        legend: a line under the title explaining the marks; None takes the title's
-            trailing "(…)", "" shows none.
+        legend: a line under the title explaining the marks (None: the title's "(…)"; "": none).
         x_title: bottom axis title.
         y_title: row axis title.
         top_down: draw row 0 at the top.
+
+    Raises:
+        OptionError: the labels do not match the shape of `values`.
     """
     values = np.asarray(values, dtype=float)
     n_rows, n_cols = values.shape
     if len(x_labels) != n_cols or len(y_labels) != n_rows:
-        raise ValueError(
-            f"values has shape {values.shape} but got {len(y_labels)} row labels and {len(x_labels)} column labels."
-        )
+        raise OptionError(f"values has shape {values.shape} but got {len(y_labels)} row labels and "
+                          f"{len(x_labels)} column labels.")
+    hover = _default_hover(values, x_labels, y_labels, text) if hover is None else hover
+    fig = go.Figure(_heat_trace(values, text, hover, scale))
+    if outline is not None and np.asarray(outline).any():
+        fig.add_traces(_outline_traces(np.asarray(outline, dtype=bool)))
+    bottom = [short_label(t) for t in x_labels]
+    top = None if top_labels is None else [short_label(t) for t in top_labels]
+    upright = all(_labels_fit(labels, n_cols) for labels in (bottom, top or []))
+    _lay_out(fig, values.shape, bottom, top, upright, _heading(title, legend))
+    fig.update_layout(
+        xaxis=dict(title=dict(text=plotly_text(x_title))),
+        yaxis=dict(ticktext=[short_label(t) for t in y_labels], title=dict(text=plotly_text(y_title)),
+                   autorange="reversed" if top_down else None),
+    )
+    if top is not None:
+        _add_top_axis(fig, top, n_cols, upright)
+    return fig
+
+
+def _add_top_axis(fig: go.Figure, top: list[str], n_cols: int, upright: bool) -> None:
+    """A second x axis on top, labelled `top`, anchored by an invisible trace so Plotly draws it."""
+    fig.add_trace(go.Scatter(x=np.arange(n_cols), y=[None] * n_cols, xaxis="x2", showlegend=False, hoverinfo="skip"))
+    fig.update_layout(xaxis2=dict(_tick_axis(top, n_cols, upright=upright), overlaying="x", side="top", matches="x"))
+
+
+def _heat_trace(values: np.ndarray, text: np.ndarray | None, hover: np.ndarray, scale: ColorScale) -> go.Heatmap:
+    """The heatmap trace: colour values, cell text (only up to HOVER_ONLY_AFTER columns) and hover."""
+    n_rows, n_cols = values.shape
     z, lo, hi, colorbar = _color_values(values, scale)
-    cols, rows = np.arange(n_cols), np.arange(n_rows)
-    if hover is None:
-        hover = _default_hover(values, x_labels, y_labels, text)
     cell_text = None if text is None or n_cols > HOVER_ONLY_AFTER else _cell_text(text, n_cols)
-    heat = go.Heatmap(
+    return go.Heatmap(
         z=z,
-        x=cols,
-        y=rows,
+        x=np.arange(n_cols),
+        y=np.arange(n_rows),
         zmin=lo,
         zmax=hi,
         colorscale=scale.name,
@@ -260,41 +287,26 @@ def layer_position_heatmap(
         hovertext=np.asarray(hover, dtype=object),
         hovertemplate="%{hovertext}<extra></extra>",
     )
-    fig = go.Figure(heat)
-    if outline is not None and np.asarray(outline).any():
-        fig.add_traces(_outline_traces(np.asarray(outline, dtype=bool)))
-    bottom = [short_label(t) for t in x_labels]
-    top = None if top_labels is None else [short_label(t) for t in top_labels]
-    upright = all(_labels_fit(labels, n_cols) for labels in (bottom, top or []))
-    heading = _heading(title, legend)
-    margin_top = 24 + (24 * (heading.count("<br>") + 1) if heading else 0)
+
+
+def _lay_out(fig: go.Figure, shape: tuple[int, int], bottom: list[str], top: list[str] | None, upright: bool,
+             heading: str) -> None:
+    """Title, axes, margins and height: the margins make room for the heading and the tick labels."""
+    n_rows, n_cols = shape
+    margin_top = _MARGIN_PX + (_HEADING_LINE_PX * (heading.count("<br>") + 1) if heading else 0)
     margin_top += _label_px(top, upright=upright) if top is not None else 0
-    margin_bottom = 50 + _label_px(bottom, upright=upright)
+    margin_bottom = _AXIS_TITLE_PX + _label_px(bottom, upright=upright)
     fig.update_layout(
         title=dict(text=heading, x=0, xref="paper", xanchor="left", y=1, yref="container", yanchor="top",
-                   pad=dict(t=24)),
-        xaxis=dict(_tick_axis(bottom, n_cols, upright=upright), title=dict(text=plotly_text(x_title))),
-        yaxis=dict(
-            tickvals=rows,
-            ticktext=[short_label(t) for t in y_labels],
-            title=dict(text=plotly_text(y_title)),
-            range=[-0.5, n_rows - 0.5],
-            autorange="reversed" if top_down else None,
-            automargin=True,
-            showgrid=False,
-            zeroline=False,
-        ),
+                   pad=dict(t=_MARGIN_PX)),
+        xaxis=_tick_axis(bottom, n_cols, upright=upright),
+        yaxis=dict(tickvals=np.arange(n_rows), range=[-0.5, n_rows - 0.5], automargin=True, showgrid=False,
+                   zeroline=False),
         plot_bgcolor="#f4f4f4",
         autosize=True,
         margin=dict(t=margin_top, b=margin_bottom, l=80, r=40),
-        height=margin_top + margin_bottom + max(200, min(1200, _ROW_PX * n_rows)),
+        height=margin_top + margin_bottom + max(_MIN_PLOT_PX, min(_MAX_PLOT_PX, _ROW_PX * n_rows)),
     )
-    if top is not None:
-        # An invisible trace anchors the top axis so Plotly draws it.
-        fig.add_trace(go.Scatter(x=cols, y=[None] * n_cols, xaxis="x2", showlegend=False, hoverinfo="skip"))
-        fig.update_layout(xaxis2=dict(_tick_axis(top, n_cols, upright=upright), overlaying="x", side="top",
-                                      matches="x"))
-    return fig
 
 
 def _color_values(values: np.ndarray, scale: ColorScale) -> tuple[np.ndarray, float | None, float | None, dict]:

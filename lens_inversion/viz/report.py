@@ -1,14 +1,12 @@
-"""Assemble figures and HTML fragments into one self-contained, offline HTML report."""
+"""Assemble figures and HTML fragments into one self-contained, offline HTML report (through `viz.html`)."""
 
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import plotly.graph_objects as go
-import plotly.io as pio
 
-from ..validation import check_destination
-from .heatmap import plotly_text, wrap_title
+from .html import Figures, fit_to_page, page_html, write_page
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
@@ -22,34 +20,13 @@ tr.li-failed td { background: #fde8e8; color: #9b1c1c; } tr.li-warn td { backgro
 ROW_CLASSES = {"failed": "li-failed", "warn": "li-warn", "ok": ""}
 
 
-def fit_to_page(figure: go.Figure) -> go.Figure:
-    """A copy of `figure` that takes the page's width, with a wrapped title and literal category labels.
-
-    Figures not built by `layer_position_heatmap` (the ablation heatmap, bar charts) get
-    the same page rules: no fixed width, titles wrapped at word boundaries, and string
-    categories of heatmaps escaped so a token such as `<b>` shows as written.
-    """
-    fig = go.Figure(figure)
-    fig.update_layout(width=None, autosize=True)
-    title = fig.layout.title.text
-    if title and "<br>" not in title:  # titles with <br> were laid out by their builder
-        fig.update_layout(title=dict(text=wrap_title(title)))
-    for trace in fig.data:
-        if trace.type == "heatmap":
-            for axis in ("x", "y"):
-                labels = getattr(trace, axis)
-                if labels is not None and all(isinstance(v, str) for v in labels):
-                    trace[axis] = [plotly_text(v) for v in labels]
-    return fig
-
-
 @dataclass
 class ReportBuilder:
     """Collects sections of figures, HTML fragments and tables; writes one HTML file."""
 
     title: str
     parts: list[str] = field(default_factory=list)
-    _plotly_included: bool = False
+    _figures: Figures = field(default_factory=Figures)
 
     def heading(self, text: str, *, note: str = "") -> None:
         self.parts.append(f"<h2>{html.escape(text)}</h2>")
@@ -58,12 +35,7 @@ class ReportBuilder:
 
     def figure(self, figure: go.Figure) -> None:
         """Append a figure fitted to the page (see `fit_to_page`); plotly.js is embedded once, inline."""
-        include = not self._plotly_included
-        self._plotly_included = True
-        self.parts.append(
-            pio.to_html(fit_to_page(figure), full_html=False, include_plotlyjs=include, default_width="100%",
-                        config={"responsive": True, "displaylogo": False})
-        )
+        self.parts.append(self._figures.html(figure))
 
     def fragment(self, raw_html: str) -> None:
         """Append HTML produced by our own escaping code (never raw user text)."""
@@ -81,14 +53,15 @@ class ReportBuilder:
         self.parts.append(f'<table class="li-table"><tr>{head}</tr>{body}</table>')
 
     def to_html(self) -> str:
-        return (
-            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-            f"<style>{_STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>"
-            + "\n".join(self.parts)
-            + "</body></html>"
-        )
+        """The whole page as one HTML document."""
+        return page_html(self._body(), title=self.title, style=_STYLE)
+
+    def _body(self) -> str:
+        return f"<h1>{html.escape(self.title)}</h1>" + "\n".join(self.parts)
 
     def write(self, path: "str | Path") -> Path:
-        path = check_destination(path)
-        path.write_text(self.to_html(), encoding="utf-8")
-        return path
+        """Write the page to `path` (see `viz.html.write_page`); return the path."""
+        return write_page(path, self._body(), title=self.title, style=_STYLE)
+
+
+__all__ = ["ROW_CLASSES", "ReportBuilder", "fit_to_page"]

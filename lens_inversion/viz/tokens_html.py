@@ -2,9 +2,9 @@
 
 import html
 from collections.abc import Sequence
-from pathlib import Path
 
-from ..validation import check_destination
+from ..errors import OptionError
+from .html import write_page  # the one page writer; imported here for existing callers
 
 LOW = (49, 99, 206)  # blue
 MID = (255, 255, 255)
@@ -62,7 +62,7 @@ def highlight_tokens(
         predicted_token: shown after the prompt, boxed.
     """
     if len(scores) != len(str_tokens):
-        raise ValueError(f"Got {len(scores)} scores for {len(str_tokens)} tokens.")
+        raise OptionError(f"Got {len(scores)} scores for {len(str_tokens)} tokens; give one score per token.")
     muted = muted or [False] * len(str_tokens)
     spans = []
     for index, (token, score, quiet) in enumerate(zip(str_tokens, scores, muted, strict=True)):
@@ -82,12 +82,4 @@ def highlight_tokens(
     return '<div class="li-attribution">' + "".join(parts) + "</div>"
 
 
-def write_page(path: "str | Path", body: str, *, title: str = "lens_inversion") -> Path:
-    """Wrap an HTML fragment in a standalone page and write it (UTF-8)."""
-    path = check_destination(path)
-    page = (
-        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>'
-        f'<body style="font-family:sans-serif;margin:20px">{body}</body></html>\n'
-    )
-    path.write_text(page, encoding="utf-8")
-    return path
+__all__ = ["highlight_tokens", "legend", "score_color", "write_page"]

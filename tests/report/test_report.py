@@ -136,3 +136,14 @@ def test_report_without_trained_lenses_says_so(tiny, tmp_path):
     assert "Not shown: no trained lens was given for this model" in res.path.read_text(encoding="utf-8")
     with pytest.raises(li.OptionError, match="lenses must be a list"):
         li.report(tiny, "The sky is blue.", path=tmp_path / "r.html", lenses="tuned", progress=False)
+
+
+@pytest.mark.parametrize("prompt", ["", ["a", "b"], "\ud800 lone surrogate"])
+def test_report_prompt_problems_are_prompt_errors(tiny, tmp_path, prompt):
+    with pytest.raises(li.PromptError):
+        li.report(tiny, prompt, path=tmp_path / "r.html", progress=False)
+
+
+def test_report_checks_progress_before_any_work(tiny, tmp_path):
+    with pytest.raises(li.OptionError, match="progress"):
+        li.report(tiny, "", path=tmp_path / "r.html", progress="yes")
