@@ -134,9 +134,9 @@ def run_attribute(args: argparse.Namespace) -> int:
     from ..attribution import attribute
     from .pages import EXPLAIN
 
-    target = int(args.target) if args.target is not None and args.target.lstrip("-").isdigit() else args.target
+    answer = int(args.answer) if args.answer is not None and args.answer.lstrip("-").isdigit() else args.answer
     baseline = int(args.baseline) if args.baseline.isdigit() else args.baseline
-    result = attribute(model, args.prompt, method=args.method, target=target, metric=args.metric,
+    result = attribute(model, args.prompt, method=args.method, answer=answer, metric=args.metric,
                        baseline=baseline, progress=not args.quiet)
     path = _page(args, [result.plot()], heading=f"Attribution ({args.method})", sections=[result.html()],
                  explanation=EXPLAIN["attribute"].format(target=result.target))
@@ -150,10 +150,11 @@ def run_ablate(args: argparse.Namespace) -> int:
     from .pages import EXPLAIN
 
     reference = None if args.ablation == "zero" else (args.prompt if args.reference is None else args.reference)
-    result = ablation_sweep(model, args.prompt, ablation=args.ablation, site=args.site, metric=args.metric,
+    metric = "cross_entropy" if args.metric == "loss" else args.metric  # the old spelling of the loss
+    result = ablation_sweep(model, args.prompt, ablation=args.ablation, target=args.target, metric=metric,
                             reference=reference, seed=args.seed, progress=not args.quiet)
-    path = _page(args, [result.plot()], heading=f"Ablation sweep ({args.ablation}, {args.site})",
-                 explanation=EXPLAIN["ablate"].format(site=args.site, ablation=args.ablation, metric=args.metric))
+    path = _page(args, [result.plot()], heading=f"Ablation sweep ({args.ablation}, {args.target})",
+                 explanation=EXPLAIN["ablate"].format(site=args.target, ablation=args.ablation, metric=metric))
     _finish(args, result, path)
     return 0
 

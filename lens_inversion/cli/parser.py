@@ -111,8 +111,9 @@ def _add_attribute(commands) -> None:
     _common(attr, out="attribution.html")
     attr.add_argument("--method", default="combined", choices=["grad_x_input", "occlusion", "combined"],
                       help="gradient x input, occlusion (replace one token at a time), or both averaged")
-    attr.add_argument("--target", default=None,
-                      help="a next token (text or id) to attribute; default: the model's own prediction")
+    attr.add_argument("--answer", "--target", dest="answer", default=None,
+                      help="the next token (text or id) to attribute; default: the model's own prediction "
+                           "(--target is the old spelling)")
     attr.add_argument("--metric", default="l1", choices=["l1", "kl", "logit_drop", "logprob_drop"],
                       help="occlusion's output change")
     attr.add_argument("--baseline", default="pad", help='occlusion baseline: pad, eos, bos, zero, mean or a token id')
@@ -125,8 +126,11 @@ def _add_ablate(commands) -> None:
     abl.add_argument("--ablation", default="zero", choices=["zero", "mean", "resample"],
                      help="what replaces the activation: zeros, its mean over the reference's positions, or the "
                           "same site on a shuffled reference")
-    abl.add_argument("--site", default="resid_post", help="resid_pre, resid_mid, resid_post, attn_out, mlp_out")
-    abl.add_argument("--metric", default="kl", choices=["kl", "logit_diff", "loss", "prob"],
+    abl.add_argument("--target", "--site", dest="target", default="resid_post",
+                     help="the activation swept: a site (resid_pre, resid_mid, resid_post, attn_out, mlp_out, embed) "
+                          "with optional token and feature slices, e.g. 'resid_post[:, 1:, :64]' (--site is the old "
+                          "spelling)")
+    abl.add_argument("--metric", default="kl", choices=["kl", "logit_diff", "cross_entropy", "prob", "loss"],
                      help="how far each ablated run's output moves from the clean run")
     abl.add_argument("--reference", default=None, help="reference prompt for mean/resample (default: the prompt)")
 
