@@ -2,9 +2,11 @@
 
 One import gives every capability through the model's own hooks:
 
->>> import lens_inversion as li  # doctest: +SKIP
->>> model = li.load_model("tiny")  # doctest: +SKIP
->>> li.logit_lens(model, "The sky is blue.").plot()  # doctest: +SKIP
+>>> import lens_inversion as li
+>>> model = li.load_model("tiny")
+>>> figure = li.logit_lens(model, "The sky is blue.", progress=False).plot()
+>>> figure.layout.title.text.startswith("Logit lens")
+True
 """
 
 # The public names load on first use (PEP 562), so `import lens_inversion` and the

@@ -36,7 +36,9 @@ def ablated(model, *specs: Spec) -> "_Ablated":
 
     Examples:
         >>> with li.ablated(model, li.RemoveResidual(0, around="attn"), li.BypassLayerNorm(which="final")):
-        ...     logits = model("The sky is blue.")  # doctest: +SKIP
+        ...     logits = model("The sky is blue.")
+        >>> logits.shape[-1] == model.cfg.d_vocab
+        True
     """
     return _Ablated(_ablated(model, specs), specs)
 

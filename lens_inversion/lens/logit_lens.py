@@ -176,7 +176,7 @@ def logit_lens(
         LogitLensResult with [rows, pos] metrics ([batch, rows, pos] for a list).
 
     Examples:
-        >>> logit_lens(model, "The sky is blue.").row_labels[-1]  # doctest: +SKIP
+        >>> li.logit_lens(model, "The sky is blue.", progress=False).row_labels[-1]
         'output'
     """
     check_choice("compare", compare, COMPARES)

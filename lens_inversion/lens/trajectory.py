@@ -137,7 +137,7 @@ def token_trajectory(
         [row, pos] (a leading batch dim for a list of prompts).
 
     Examples:
-        >>> token_trajectory(model, "The grass is", tokens=[" green", " blue"]).prob.shape  # doctest: +SKIP
+        >>> li.token_trajectory(model, "The grass is", tokens=[" green", " blue"], progress=False).prob.shape
         torch.Size([5, 4, 2])
     """
     check_choice("multi_token", multi_token, MULTI_TOKEN)
