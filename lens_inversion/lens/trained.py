@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
+from ..deprecation import renamed_options
 from ..errors import LensInversionError, ModelNotFoundError, OptionError
 from ..hooks.adapter import adapter_for
 from ..hooks.jacobian import fit_jacobian_lens as _fit_jacobian
@@ -94,8 +95,9 @@ def _recorded_hash(lens) -> "str | None":
     return metadata.get("unembed_hash")
 
 
+@renamed_options(corpus="corpus_name")  # `corpus` means the texts themselves everywhere else
 def fit_jacobian_lens(model, prompts: Iterable[str], /, *, max_seq_len: int = 128, dim_batch: int = 8,
-                      corpus: str = "user prompts", progress: bool = True):
+                      corpus_name: str = "user prompts", progress: bool = True):
     """Fit a Jacobian lens (Gurnee et al. 2026) with TransformerLens's estimator.
 
     J_l = E[∂h_final/∂h_l] per block output l, averaged over the prompts' positions (the
@@ -108,19 +110,19 @@ def fit_jacobian_lens(model, prompts: Iterable[str], /, *, max_seq_len: int = 12
         prompts: texts of more than 17 tokens each (about 100 of 128 tokens suffice).
         max_seq_len: prompts are truncated to this many tokens.
         dim_batch: output dimensions per backward pass (faster, more memory).
-        corpus: a name for the prompts, recorded in the lens's provenance.
+        corpus_name: a name for the prompts, recorded in the lens's provenance.
         progress: show a progress bar.
     """
     check_int("max_seq_len", max_seq_len, low=18)
     check_int("dim_batch", dim_batch, low=1)
-    check_text("corpus", corpus)
+    check_text("corpus_name", corpus_name)
     check_bool("progress", progress)
     if isinstance(prompts, str):
         raise OptionError("prompts must be a list of texts, not one string.")
     texts = list(prompts)
     if not texts or not all(isinstance(t, str) for t in texts):
         raise OptionError(f"prompts must be a non-empty list of strings; got {len(texts)} items.")
-    return _fit_jacobian(adapter_for(model), texts, corpus=corpus, max_seq_len=max_seq_len,
+    return _fit_jacobian(adapter_for(model), texts, corpus=corpus_name, max_seq_len=max_seq_len,
                          dim_batch=dim_batch, progress=progress)
 
 

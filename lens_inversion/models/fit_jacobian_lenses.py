@@ -41,7 +41,7 @@ def fit_one(name: str, *, n_prompts: int, seq_len: int) -> dict:
     docs = build_corpus(n_train=4 * n_prompts * 4, n_heldout=1).train
     prompts = context_prompts(adapter, docs, n=n_prompts, n_tokens=seq_len)
     start = time.perf_counter()
-    lens = fit_jacobian_lens(model, prompts, max_seq_len=seq_len, dim_batch=32, corpus="embedded corpus (train split)")
+    lens = fit_jacobian_lens(model, prompts, max_seq_len=seq_len, dim_batch=32, corpus_name="embedded corpus (train split)")
     seconds = time.perf_counter() - start
     # The absolute asset path differs per install; the unembedding fingerprint names the model instead.
     lens.metadata.pop("model_name", None)

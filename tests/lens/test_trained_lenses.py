@@ -124,3 +124,9 @@ def test_shipped_lenses_are_found_for_embedded_models_only(tiny, gpt2):
     assert li.lens.trained.shipped_lenses(gpt2) == []
     # Folded weights: another fingerprint for the tuned lens, another basis for the Jacobian lens.
     assert li.lens.trained.shipped_lenses(li.load_model("tiny", compatibility_mode=True)) == []
+
+
+def test_fit_jacobian_lens_old_corpus_spelling_warns_and_is_checked_as_corpus_name(tiny):
+    with pytest.warns(DeprecationWarning, match="'corpus' is renamed 'corpus_name'"):
+        with pytest.raises(li.OptionError, match="corpus_name"):
+            li.fit_jacobian_lens(tiny, ["x " * 40], corpus=3, progress=False)
