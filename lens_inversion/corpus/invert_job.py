@@ -38,7 +38,7 @@ from ..inversion.candidates import allowed_ids
 from ..inversion.exact import EXACT_OPTIONS
 from ..inversion.gradient import GRADIENT_OPTIONS
 from ..inversion.observed import as_targets
-from ..inversion.result import InversionResult, InversionWarning
+from ..inversion.result import ExactTrace, InversionResult, InversionWarning
 from ..lens.token_stream import check_corpus, documents
 from ..validation import check_bool, check_choice, check_int, check_number, check_seed, check_text
 from .distributed import joined
@@ -80,17 +80,18 @@ def prompt_totals(result: InversionResult, truth: Int[Tensor, " n_tokens"]) -> d
     hit = result.tokens[0].cpu() == truth
     verdict = result.verdict
     verified = verdict is not None and verdict.verified
-    decided = [p for p in result.positions if p.decided]
+    positions = result.trace.positions if isinstance(result.trace, ExactTrace) else ()
+    decided = [p for p in positions if p.decided]
     margins = torch.tensor([p.margin for p in decided], dtype=torch.float64)
     finite = margins[torch.isfinite(margins)]
     unique = torch.zeros(len(truth), dtype=torch.long)
-    for p in result.positions:
+    for p in positions:
         unique[p.position] = int(p.unique)
     return {
         "prompts": 1, "exact": int(bool(hit.all()) and verified), "recovered": int(bool(hit.all())),
         "verified": int(verified), "ambiguous": int(verdict is not None and verdict.status == "ambiguous"),
         "correct_tokens": int(hit.sum()), "position_correct": hit.long(), "position_unique": unique,
-        "candidates": sum(p.candidates_checked for p in result.positions),
+        "candidates": sum(p.candidates_checked for p in positions),
         "closer_than_shift": int(bool(result.closer_than_shift)),
         "distance": float(result.distance if result.distance is not None else 0.0),
         "seconds": float(result.seconds), "margin_sum": float(finite.sum()), "margin_count": len(finite),

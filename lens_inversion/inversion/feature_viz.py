@@ -134,7 +134,7 @@ def visualize_feature(
     loss = "l1" if objective == "constant" else (lambda out, _: -out.flatten(1).mean(1))
     res = invert_gradient(
         adapter, goal, target=resolved, method=method, loss=loss, steps=steps, lr=lr, optimizer=optimizer,
-        allowed_tokens=allowed_tokens, top_k=top_k, n_restarts=n_restarts, fix_bos=use_bos, n_pos=n_pos,
+        allowed_tokens=allowed_tokens, top_k=top_k, n_restarts=n_restarts, include_bos=not use_bos, n_pos=n_pos,
         seed=seed, progress=progress,
     )
     tokens = res.tokens[0]
