@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ..errors import OptionError, PromptError
 from ..hooks import Target, adapter_for, preserves_model
-from ..inversion.api import METHODS, invert
+from ..inversion.api import METHODS, Method, invert
 from ..inversion.candidates import allowed_ids
 from ..inversion.exact import EXACT_OPTIONS
 from ..inversion.gradient import GRADIENT_OPTIONS
@@ -138,8 +138,17 @@ def _check(adapter, corpus, *, method, n_tokens, n_prompts, text_key, seed) -> N
     check_corpus(corpus, text_key=text_key)
 
 
+def _first_window(stream: Iterator[Window], n_tokens: int) -> Window:
+    """The first window (OptionError when the corpus has none)."""
+    first = next(stream, None)
+    if first is None:
+        raise OptionError(f"The corpus has no document of at least n_tokens={n_tokens} tokens, so there is "
+                          "nothing to invert; give a longer corpus or a smaller n_tokens.")
+    return first
+
+
 @preserves_model
-def invert_corpus(model, corpus, *, target=None, method: str = "exact", n_prompts: int | None = 100,
+def invert_corpus(model, corpus, *, target=None, method: Method = "exact", n_prompts: int | None = 100,
                   n_tokens: int = 20, text_key: str = "text", checkpoint=None, checkpoint_every: int = 10,
                   progress: bool = True, seed: int = 0, allowed_tokens=None, tolerance: float | None = None,
                   exhaustive: bool | None = None, steps: int | None = None) -> InversionCorpusResult:
@@ -177,10 +186,7 @@ def invert_corpus(model, corpus, *, target=None, method: str = "exact", n_prompt
     options = _options(adapter, method, allowed_tokens=allowed_tokens, tolerance=tolerance, exhaustive=exhaustive,
                        steps=steps)
     stream = windows(adapter, corpus, n_tokens=n_tokens, n_prompts=n_prompts, text_key=text_key)
-    first = next(stream, None)
-    if first is None:
-        raise OptionError(f"The corpus has no document of at least n_tokens={n_tokens} tokens, so there is "
-                          "nothing to invert; give a longer corpus or a smaller n_tokens.")
+    first = _first_window(stream, n_tokens)
 
     def step(window: Window) -> dict:
         with warnings.catch_warnings():  # one warning for the whole corpus instead, below
