@@ -1,6 +1,8 @@
 """Result types shared by every inversion method (gradient, exact) and by walks."""
 
 import math
+import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Literal
@@ -117,10 +119,19 @@ def gradient_verdict(decoded_gap: Tensor, scale: Tensor, relative: float) -> Inv
                "descent gives no exactness guarantee: use method=\"exact\" for a verified answer")
 
 
+def _outside_package() -> int:
+    """The stacklevel, seen from our caller, of the first frame outside lens_inversion (the user's call)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(2), 2  # level 1: warn_unverified, 2: its caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def warn_unverified(verdict: InversionVerdict) -> None:
-    """Say so when an exact search did not prove its answer (never silently wrong)."""
+    """Say so when an exact search did not prove its answer (never silently wrong), at the user's call."""
     if not verdict.verified:
-        warnings.warn(f"Exact inversion is {verdict}.", InversionWarning, stacklevel=4)
+        warnings.warn(f"Exact inversion is {verdict}.", InversionWarning, stacklevel=_outside_package())
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -155,3 +155,15 @@ def test_one_allowed_tokens_parser(gpt2):
         for parse in (allowed_ids, allowed_mask):
             with pytest.raises(li.OptionError, match="allowed_tokens"):
                 parse(adapter, bad)
+
+
+def test_an_unverified_exact_result_warns_at_the_callers_line(gpt2):
+    import warnings
+
+    for call in (lambda: invert(gpt2, PROMPT, target=f"{HOOK}[:, :-1, :]", method="exact", progress=False),
+                 lambda: invert_exact(gpt2, PROMPT, target=f"{HOOK}[:, :-1, :]", progress=False)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        found = [w for w in caught if issubclass(w.category, li.InversionWarning)]
+        assert found and all(w.filename == __file__ for w in found), [(w.filename, w.lineno) for w in found]
