@@ -114,7 +114,7 @@ class GradientOptions:
         check_choice("method", self.method, GRADIENT_METHODS)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("start", self.start, STARTS)
-        decoding = self.decoding or ("pinv" if self.method == "embedding" else "argmax")
+        decoding = self.decoding if self.decoding is not None else ("pinv" if self.method == "embedding" else "argmax")
         check_choice("decoding", decoding, DECODINGS + (("argmax",) if self.method == "direct" else ()))
         for name in ("steps", "top_k"):
             check_int(name, getattr(self, name), low=1)
