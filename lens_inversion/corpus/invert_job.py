@@ -33,12 +33,12 @@ from torch import Tensor
 
 from ..errors import OptionError, PromptError
 from ..hooks import Target, adapter_for, preserves_model
-from ..inversion.api import METHODS, invert
+from ..inversion.api import METHODS, Method, invert
 from ..inversion.candidates import allowed_ids
 from ..inversion.exact import EXACT_OPTIONS
 from ..inversion.gradient import GRADIENT_OPTIONS
 from ..inversion.observed import as_targets
-from ..inversion.result import InversionResult, InversionWarning
+from ..inversion.result import ExactTrace, InversionResult, InversionWarning
 from ..lens.token_stream import check_corpus, documents
 from ..validation import check_bool, check_choice, check_int, check_number, check_seed, check_text
 from .distributed import joined
@@ -80,17 +80,18 @@ def prompt_totals(result: InversionResult, truth: Int[Tensor, " n_tokens"]) -> d
     hit = result.tokens[0].cpu() == truth
     verdict = result.verdict
     verified = verdict is not None and verdict.verified
-    decided = [p for p in result.positions if p.decided]
+    positions = result.trace.positions if isinstance(result.trace, ExactTrace) else ()
+    decided = [p for p in positions if p.decided]
     margins = torch.tensor([p.margin for p in decided], dtype=torch.float64)
     finite = margins[torch.isfinite(margins)]
     unique = torch.zeros(len(truth), dtype=torch.long)
-    for p in result.positions:
+    for p in positions:
         unique[p.position] = int(p.unique)
     return {
         "prompts": 1, "exact": int(bool(hit.all()) and verified), "recovered": int(bool(hit.all())),
         "verified": int(verified), "ambiguous": int(verdict is not None and verdict.status == "ambiguous"),
         "correct_tokens": int(hit.sum()), "position_correct": hit.long(), "position_unique": unique,
-        "candidates": sum(p.candidates_checked for p in result.positions),
+        "candidates": sum(p.candidates_checked for p in positions),
         "closer_than_shift": int(bool(result.closer_than_shift)),
         "distance": float(result.distance if result.distance is not None else 0.0),
         "seconds": float(result.seconds), "margin_sum": float(finite.sum()), "margin_count": len(finite),
@@ -137,8 +138,17 @@ def _check(adapter, corpus, *, method, n_tokens, n_prompts, text_key, seed) -> N
     check_corpus(corpus, text_key=text_key)
 
 
+def _first_window(stream: Iterator[Window], n_tokens: int) -> Window:
+    """The first window (OptionError when the corpus has none)."""
+    first = next(stream, None)
+    if first is None:
+        raise OptionError(f"The corpus has no document of at least n_tokens={n_tokens} tokens, so there is "
+                          "nothing to invert; give a longer corpus or a smaller n_tokens.")
+    return first
+
+
 @preserves_model
-def invert_corpus(model, corpus, *, target=None, method: str = "exact", n_prompts: int | None = 100,
+def invert_corpus(model, corpus, *, target=None, method: Method = "exact", n_prompts: int | None = 100,
                   n_tokens: int = 20, text_key: str = "text", checkpoint=None, checkpoint_every: int = 10,
                   progress: bool = True, seed: int = 0, allowed_tokens=None, tolerance: float | None = None,
                   exhaustive: bool | None = None, steps: int | None = None) -> InversionCorpusResult:
@@ -176,10 +186,7 @@ def invert_corpus(model, corpus, *, target=None, method: str = "exact", n_prompt
     options = _options(adapter, method, allowed_tokens=allowed_tokens, tolerance=tolerance, exhaustive=exhaustive,
                        steps=steps)
     stream = windows(adapter, corpus, n_tokens=n_tokens, n_prompts=n_prompts, text_key=text_key)
-    first = next(stream, None)
-    if first is None:
-        raise OptionError(f"The corpus has no document of at least n_tokens={n_tokens} tokens, so there is "
-                          "nothing to invert; give a longer corpus or a smaller n_tokens.")
+    first = _first_window(stream, n_tokens)
 
     def step(window: Window) -> dict:
         with warnings.catch_warnings():  # one warning for the whole corpus instead, below

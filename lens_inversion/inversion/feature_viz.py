@@ -13,14 +13,16 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import OptionError, TargetError
+from ..deprecation import renamed_options
+from ..errors import TargetError
 from ..hooks import Target, adapter_for, preserves_model
 from ..validation import check_bool, check_choice, check_int, check_number
 from .decode import allowed_mask
-from .gradient import MAX_RESTARTS, invert_gradient
+from .gradient import GRADIENT_METHODS, MAX_RESTARTS, GradientMethod, Optimizer, invert_gradient
 from .observed import as_targets
 
 Objective = Literal["constant", "mean"]
+OBJECTIVES = ("constant", "mean")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,37 +64,52 @@ class FeatureVizResult:
         return fig.update_layout(title=title, yaxis_title="mean activation")
 
 
-def _check_options(*, objective, method, c, prepend_bos, scan, scan_batch, n_restarts) -> None:
-    check_choice("objective", objective, ("constant", "mean"))
-    check_choice("method", method, ("embedding", "direct"))
+def _check_options(*, objective, method, c, prepend_bos, scan, batch_size, n_restarts, progress) -> None:
+    check_choice("objective", objective, OBJECTIVES)
+    check_choice("method", method, GRADIENT_METHODS)
     check_number("c", c)
     check_bool("prepend_bos", prepend_bos)
     check_bool("scan", scan, allow_none=True)
-    check_int("scan_batch", scan_batch, low=1)
+    check_int("batch_size", batch_size, low=1)
     check_int("n_restarts", n_restarts, low=1, high=MAX_RESTARTS)
+    check_bool("progress", progress)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Goal:
+    """What the descent is asked to reach: the target slice, its input length, the loss."""
+
+    resolved: Target  # as given, resolved
+    target: Target  # batch slice dropped
+    name: str
+    n_pos: int  # input length, BOS included when used
+    use_bos: bool
+    goal: Tensor  # [1, tokens, features] filled with c
+    loss: object
+
+
+def _goal(adapter, target, *, n_tokens: int, objective: str, c: float, prepend_bos: bool) -> _Goal:
+    use_bos = prepend_bos and adapter.bos_token_id is not None
+    check_int("n_tokens", n_tokens, low=1, high=adapter.n_ctx - int(use_bos))
+    targets = as_targets(adapter, target)
+    if len(targets) != 1:
+        raise TargetError(f"visualize_feature takes one target; got {len(targets)}: {[str(t) for t in targets]}.")
+    (resolved,) = targets
+    n_pos = n_tokens + int(use_bos)
+    width = adapter.d_vocab_out if resolved.site.value == "logits" else adapter.d_model
+    shape = (1, len(resolved.token_positions(n_pos)), len(resolved.feature_indices(width)))
+    loss = "l1" if objective == "constant" else (lambda out, _: -out.flatten(1).mean(1))
+    return _Goal(resolved=resolved, target=replace(resolved, batch=slice(None)), name=str(resolved), n_pos=n_pos, use_bos=use_bos,
+                 goal=torch.full(shape, float(c), device=adapter.device), loss=loss)
+
+
+@renamed_options(scan_batch="batch_size")
 @preserves_model
 def visualize_feature(
-    model,
-    /,
-    *,
-    target: "str | Target",
-    n_tokens: int,
-    objective: Objective = "constant",
-    c: float = 100.0,
-    method: Literal["embedding", "direct"] = "embedding",
-    steps: int = 200,
-    lr: float | None = None,
-    optimizer: Literal["sgd", "adam"] = "sgd",
-    allowed_tokens=None,
-    top_k: int = 5,
-    n_restarts: int = 1,
-    prepend_bos: bool = True,
-    scan: bool | None = None,
-    scan_batch: int = 512,
-    seed: int | None = 0,
-    progress: bool = True,
+    model, /, *, target: "str | Target", n_tokens: int, objective: Objective = "constant", c: float = 100.0,
+    method: GradientMethod = "embedding", steps: int = 200, lr: float | None = None, optimizer: Optimizer = "sgd",
+    allowed_tokens=None, top_k: int = 5, n_restarts: int = 1, prepend_bos: bool = True, scan: bool | None = None,
+    batch_size: int = 512, seed: int | None = 0, progress: bool = True,
 ) -> FeatureVizResult:
     """Find the input of `n_tokens` tokens that maximises a target slice.
 
@@ -111,62 +128,37 @@ def visualize_feature(
         n_restarts: independent starts in the batch axis (at most 4096).
         prepend_bos: put the BOS token first (held fixed) when the model has one.
         scan: score every single-token input exhaustively (default: when n_tokens == 1).
-        scan_batch: inputs per forward pass in the scan.
-        seed: seed of the start noise.
+        batch_size: single-token inputs per forward pass in the scan (old spelling `scan_batch`).
+        seed: seed of the start noise (None: fresh randomness).
         progress: show progress bars.
 
     Returns:
-        A `FeatureVizResult`.
+        A `FeatureVizResult` (tensors on the CPU).
     """
-    _check_options(objective=objective, method=method, c=c, prepend_bos=prepend_bos, scan=scan, scan_batch=scan_batch,
-                   n_restarts=n_restarts)
+    _check_options(objective=objective, method=method, c=c, prepend_bos=prepend_bos, scan=scan, batch_size=batch_size,
+                   n_restarts=n_restarts, progress=progress)
     adapter = adapter_for(model)
-    use_bos = prepend_bos and adapter.bos_token_id is not None
-    check_int("n_tokens", n_tokens, low=1, high=adapter.n_ctx - int(use_bos))
-    targets = as_targets(adapter, target)
-    if len(targets) != 1:
-        raise TargetError(f"visualize_feature takes one target; got {len(targets)}: {[str(t) for t in targets]}.")
-    (resolved,) = targets
-    n_pos = n_tokens + int(use_bos)
-    width = adapter.d_vocab_out if resolved.site.value == "logits" else adapter.d_model
-    shape = (1, len(resolved.token_positions(n_pos)), len(resolved.feature_indices(width)))
-    goal = torch.full(shape, float(c), device=adapter.device)
-    loss = "l1" if objective == "constant" else (lambda out, _: -out.flatten(1).mean(1))
+    g = _goal(adapter, target, n_tokens=n_tokens, objective=objective, c=c, prepend_bos=prepend_bos)
     res = invert_gradient(
-        adapter, goal, target=resolved, method=method, loss=loss, steps=steps, lr=lr, optimizer=optimizer,
-        allowed_tokens=allowed_tokens, top_k=top_k, n_restarts=n_restarts, fix_bos=use_bos, n_pos=n_pos,
+        adapter, g.goal, target=g.resolved, method=method, loss=g.loss, steps=steps, lr=lr, optimizer=optimizer,
+        allowed_tokens=allowed_tokens, top_k=top_k, n_restarts=n_restarts, include_bos=not g.use_bos, n_pos=g.n_pos,
         seed=seed, progress=progress,
     )
     tokens = res.tokens[0]
-    bare = replace(resolved, batch=slice(None))
     with torch.no_grad():
-        out = bare.select(adapter.run(tokens[None].to(adapter.device), capture=[bare.key])[bare.key]).float()
-    scan = n_tokens == 1 if scan is None else scan
-    scores = acts = scan_tokens = None
-    scan_texts: list[str] = []
-    if scan:
-        scores, acts = _scan(adapter, bare, objective, c, use_bos, allowed_tokens, scan_batch, progress)
-        scan_tokens = scores.topk(min(5 * top_k, int(torch.isfinite(scores).sum()))).indices
-        scan_texts = adapter.token_strings(scan_tokens.tolist())
-    return FeatureVizResult(
-        target=str(resolved),
-        objective=objective,
-        tokens=tokens,
-        text=res.text,
-        top_k_texts=res.top_k_texts[0],
-        activation=float(out.mean()),
-        loss_history=res.loss_history,
-        scan_scores=scores,
-        scan_activations=acts,
-        scan_tokens=scan_tokens,
-        scan_texts=scan_texts,
-    )
+        out = g.target.select(adapter.run(tokens[None].to(adapter.device), capture=[g.target.key])[g.target.key]).float()
+    found = dict(target=g.name, objective=objective, tokens=tokens, text=res.text, top_k_texts=res.trace.top_k_texts[0],
+                 activation=float(out.mean()), loss_history=res.trace.loss_history)
+    if not (n_tokens == 1 if scan is None else scan):
+        return FeatureVizResult(**found)
+    scores, acts = _scan(adapter, g.target, objective, c, g.use_bos, allowed_tokens, batch_size, progress)
+    scan_tokens = scores.topk(min(5 * top_k, int(torch.isfinite(scores).sum()))).indices
+    return FeatureVizResult(**found, scan_scores=scores, scan_activations=acts, scan_tokens=scan_tokens,
+                            scan_texts=adapter.token_strings(scan_tokens.tolist()))
 
 
 def _scan(adapter, target: Target, objective: str, c: float, use_bos: bool, allowed_tokens, chunk: int, progress: bool):
-    """Objective and mean activation for every single-token input, in batches."""
-    if not isinstance(chunk, int) or chunk < 1:
-        raise OptionError(f"scan_batch must be a positive integer; got {chunk!r}.")
+    """Objective and mean activation for every single-token input, `chunk` inputs per forward pass."""
     mask = allowed_mask(adapter, allowed_tokens)
     ids = torch.arange(adapter.d_vocab, device=adapter.device)
     if mask is not None:

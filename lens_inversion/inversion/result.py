@@ -1,12 +1,16 @@
 """Result types shared by every inversion method (gradient, exact) and by walks."""
 
 import math
+import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
 from jaxtyping import Float, Int
 from torch import Tensor
+
+from ..deprecation import warn_renamed
 
 VerdictStatus = Literal["verified", "not verified", "ambiguous"]
 
@@ -115,46 +119,95 @@ def gradient_verdict(decoded_gap: Tensor, scale: Tensor, relative: float) -> Inv
                "descent gives no exactness guarantee: use method=\"exact\" for a verified answer")
 
 
+def _outside_package() -> int:
+    """The stacklevel, seen from our caller, of the first frame outside lens_inversion (the user's call)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(2), 2  # level 1: warn_unverified, 2: its caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def warn_unverified(verdict: InversionVerdict) -> None:
-    """Say so when an exact search did not prove its answer (never silently wrong)."""
+    """Say so when an exact search did not prove its answer (never silently wrong), at the user's call."""
     if not verdict.verified:
-        warnings.warn(f"Exact inversion is {verdict}.", InversionWarning, stacklevel=4)
+        warnings.warn(f"Exact inversion is {verdict}.", InversionWarning, stacklevel=_outside_package())
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradientTrace:
+    """What gradient descent did (methods "embedding" and "direct"); tensors on the CPU."""
+
+    embeddings: Float[Tensor, "batch pos d_model"]  # the optimised input of the kept restart, embedding-hook space
+    top_k_tokens: Int[Tensor, "batch pos k"]
+    top_k_texts: list[list[str]]
+    loss_history: Float[Tensor, " steps"] | None  # mean loss of the kept restarts per step (None: no step run)
+    decoded_distance: float  # mean over prompts of the decoded tokens' distance
+    decoded_distances: Float[Tensor, " batch"]
+    restart_distances: Float[Tensor, "batch restarts"]
+    restart_decoded_distances: Float[Tensor, "batch restarts"]
+    steps_run: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExactTrace:
+    """How the verified search decided each position (method "exact")."""
+
+    positions: tuple[PositionReport, ...]  # one per position of every prompt, prompt after prompt
+
+
+Trace = GradientTrace | ExactTrace
+
+def _moved_field(name: str, default: object) -> property:
+    """A deprecated top-level field that now lives at `trace.<name>` (warns, naming the new path)."""
+
+    def getter(self):
+        warn_renamed(name, f"trace.{name}", what="field", stacklevel=3)
+        return getattr(self.trace, name, default)
+
+    return property(getter, doc=f"Deprecated: use `trace.{name}`.")
 
 
 @dataclass(frozen=True, kw_only=True)
 class InversionResult:
     """Recovered input tokens for a target activation, with the evidence for them.
 
-    Scalar distances are means over the batch of prompts; the per-prompt values are in
-    `distances`, `shifted_distances` and `decoded_distances` (gradient methods).
+    The common part (tokens, texts, accuracy, distances, verdict) means the same for every
+    method; what only one method family produces lives in `trace`: a `GradientTrace`
+    (top-k decodings, loss history, restarts) or an `ExactTrace` (per-position reports).
+    Every tensor is on the CPU, whatever the method and the model's device. Scalar
+    distances are means over the batch of prompts; the per-prompt values are in
+    `distances` and `shifted_distances`.
     """
 
     method: str
     targets: tuple[str, ...]
     tokens: Int[Tensor, "batch pos"]
     str_tokens: list[list[str]]
-    top_k_tokens: Int[Tensor, "batch pos k"] | None = None
-    top_k_texts: list[list[str]] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
     true_tokens: Int[Tensor, "batch pos"] | None = None
     token_accuracy: float | None = None  # fraction of true tokens recovered; a leading BOS is not scored
-    loss_history: Float[Tensor, " steps"] | None = None
-    distance: float | None = None  # ‖O(a_g) − O(a)‖ under the chosen loss
-    shifted_distance: float | None = None  # ‖O(a′) − O(a)‖, a′ = a + N(0, 1/20)
-    positions: tuple[PositionReport, ...] = ()
-    seconds: float = 0.0
-    texts: list[str] = field(default_factory=list)
-    # Gradient methods only.
-    embeddings: Float[Tensor, "batch pos d_model"] | None = None  # the optimised input, embedding-hook space
+    distance: float | None = None  # ‖O(a_g) − O(a)‖ under the chosen loss (exact: L2)
     distances: Float[Tensor, " batch"] | None = None
+    shifted_distance: float | None = None  # ‖O(a′) − O(a)‖, a′ = a + N(0, 1/20)
     shifted_distances: Float[Tensor, " batch"] | None = None
-    decoded_distance: float | None = None  # distance of the decoded tokens' output
-    decoded_distances: Float[Tensor, " batch"] | None = None
-    restart_distances: Float[Tensor, "batch restarts"] | None = None
-    restart_decoded_distances: Float[Tensor, "batch restarts"] | None = None
-    steps_run: int = 0
-    options: dict = field(default_factory=dict)
     verdict: InversionVerdict | None = None  # does the recovered input reproduce the target?
+    seconds: float = 0.0
+    options: dict = field(default_factory=dict)
+    trace: Trace | None = None  # the method-specific evidence
     checks: tuple = field(default=(), repr=False, compare=False)  # self-check verdicts the call relied on
+
+    # Deprecated spellings of the fields that moved into `trace` (one release).
+    top_k_tokens = _moved_field("top_k_tokens", None)
+    top_k_texts = _moved_field("top_k_texts", [])
+    loss_history = _moved_field("loss_history", None)
+    positions = _moved_field("positions", ())
+    embeddings = _moved_field("embeddings", None)
+    decoded_distance = _moved_field("decoded_distance", None)
+    decoded_distances = _moved_field("decoded_distances", None)
+    restart_distances = _moved_field("restart_distances", None)
+    restart_decoded_distances = _moved_field("restart_decoded_distances", None)
+    steps_run = _moved_field("steps_run", 0)
 
     @property
     def text(self) -> str:
@@ -172,12 +225,14 @@ class InversionResult:
 
     def __repr__(self) -> str:
         parts = [f"method={self.method!r}", f"targets={list(self.targets)}", f"texts={self.texts!r}"]
-        for name in ("token_accuracy", "distance", "shifted_distance", "decoded_distance"):
+        for name in ("token_accuracy", "distance", "shifted_distance"):
             value = getattr(self, name)
             if value is not None:
                 parts.append(f"{name}={value:.4g}")
-        if self.steps_run:
-            parts.append(f"steps_run={self.steps_run}")
+        if isinstance(self.trace, GradientTrace):
+            parts.append(f"decoded_distance={self.trace.decoded_distance:.4g}")
+            if self.trace.steps_run:
+                parts.append(f"steps_run={self.trace.steps_run}")
         if self.verdict is not None:
             parts.append(f"verdict={self.verdict.status!r}")
         return f"InversionResult({', '.join(parts)})"
@@ -189,8 +244,9 @@ class InversionResult:
         from ..viz.heatmap import plotly_text
 
         fig = go.Figure()
-        if self.loss_history is not None:
-            fig.add_trace(go.Scatter(y=self.loss_history.tolist(), mode="lines", name="loss"))
+        history = getattr(self.trace, "loss_history", None)
+        if history is not None:
+            fig.add_trace(go.Scatter(y=history.tolist(), mode="lines", name="loss"))
         if self.shifted_distance is not None:
             fig.add_hline(y=self.shifted_distance, line_dash="dash", annotation_text="shifted input e′")
         fig.update_layout(title=plotly_text(f"{self.method} inversion of {', '.join(self.targets)}"), xaxis_title="step",

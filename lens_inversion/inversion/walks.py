@@ -12,6 +12,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..bos import first_content_position
+from ..deprecation import Rename, invert_bool, renamed_options
 from ..errors import OptionError, PromptError, TargetError
 from ..hooks import Target, adapter_for, preserves_model
 from ..validation import check_bool, check_choice, check_int, check_number, check_seed, read_prompt
@@ -19,13 +21,14 @@ from .decode import EmbeddingTable, embedding_scores
 from .observed import as_targets
 from .result import WalkResult
 
+_FIX_BOS = Rename("include_bos", invert_bool, "include_bos=False keeps the BOS where it is")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class _Walker:
     """The model seen as e ↦ O(e) on one prompt, with decoding and bookkeeping."""
 
-    def __init__(self, model, prompt, target, dtype: str, fix_bos: bool) -> None:
+    def __init__(self, model, prompt, target, dtype: str, include_bos: bool) -> None:
         check_choice("dtype", dtype, tuple(DTYPES))
         self.adapter = adapter_for(model)
         targets = as_targets(self.adapter, target)
@@ -37,8 +40,8 @@ class _Walker:
         tokens = read_prompt(self.adapter, prompt).tokens
         if tokens.shape[0] != 1:
             raise PromptError(f"A walk starts from one prompt; got a batch of {tokens.shape[0]}.")
-        bos = self.adapter.bos_token_id
-        self.n_fixed = int(fix_bos and bos is not None and tokens.shape[1] > 1 and int(tokens[0, 0]) == bos)
+        # A leading BOS stays where it is unless include_bos (a one-token prompt has nothing else to walk).
+        self.n_fixed = first_content_position(tokens, self.adapter.bos_token_id, include_bos=include_bos or tokens.shape[1] <= 1)
         self.table = EmbeddingTable.of(self.adapter)
         self.dtype = DTYPES[dtype]
         self.e0 = self.table.embed(tokens).to(self.dtype)
@@ -75,15 +78,16 @@ class _Walker:
         )
 
 
-def _check_walk(*, steps, step_size, fix_bos, seed, progress) -> None:
+def _check_walk(*, steps, step_size, include_bos, seed, progress) -> None:
     """The options both walks share, checked before the walk starts."""
     check_int("steps", steps, low=1)
     check_number("step_size", step_size, low=0, low_open=True)
-    check_bool("fix_bos", fix_bos)
+    check_bool("include_bos", include_bos)
     check_bool("progress", progress)
     check_seed(seed)
 
 
+@renamed_options(fix_bos=_FIX_BOS)
 @preserves_model
 def orthogonal_walk(
     model,
@@ -94,7 +98,7 @@ def orthogonal_walk(
     steps: int = 20,
     step_size: float = 0.05,
     dtype: Literal["float32", "float64"] = "float32",
-    fix_bos: bool = True,
+    include_bos: bool = False,
     seed: int | None = 0,
     progress: bool = True,
 ) -> WalkResult:
@@ -113,15 +117,16 @@ def orthogonal_walk(
         steps: number of walk steps.
         step_size: L2 length of each step in embedding space.
         dtype: `"float32"` or `"float64"` for the walk state and the SVD.
-        fix_bos: keep the BOS position where it is.
+        include_bos: walk the BOS position too (default: a leading BOS stays where it is;
+            old spelling `fix_bos=True`).
         seed: chooses the singular vector of each step.
         progress: show a progress bar.
 
     Returns:
         A `WalkResult` with `orthogonality`.
     """
-    _check_walk(steps=steps, step_size=step_size, fix_bos=fix_bos, seed=seed, progress=progress)
-    walker = _Walker(model, prompt, target, dtype, fix_bos)
+    _check_walk(steps=steps, step_size=step_size, include_bos=include_bos, seed=seed, progress=progress)
+    walker = _Walker(model, prompt, target, dtype, include_bos)
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     e = walker.e0.clone()
     walker.record(e)
@@ -144,6 +149,39 @@ def orthogonal_walk(
     return walker.result("orthogonal", torch.stack(cosines))
 
 
+def _clamped_positions(clamp, n_pos: int, n_fixed: int) -> list[int]:
+    """The clamped positions, sorted and non-negative; OptionError out of range or on the fixed BOS."""
+    raw = list(clamp) if isinstance(clamp, (list, tuple)) else [clamp]
+    if not raw or any(isinstance(p, bool) or not isinstance(p, int) or not -n_pos <= p < n_pos for p in raw):
+        raise OptionError(f"clamp must be position(s) in {-n_pos}..{n_pos - 1}; got {clamp!r}.")
+    clamped = sorted({p % n_pos for p in raw})
+    if any(p < n_fixed for p in clamped):
+        raise OptionError(f"clamp={clamp!r} includes the fixed BOS position; pass include_bos=True to move it.")
+    return clamped
+
+
+def _free_mask(walker: _Walker, clamped: list[int]) -> Tensor:
+    """[1, pos, 1] True at the positions the inner descent moves: neither fixed nor clamped."""
+    is_clamped = torch.zeros(1, walker.e0.shape[1], 1, dtype=torch.bool, device=walker.e0.device)
+    is_clamped[:, clamped] = True
+    movable = torch.zeros_like(is_clamped)
+    movable[:, walker.n_fixed :] = True
+    return movable & ~is_clamped
+
+
+def _hold(walker: _Walker, e: Tensor, free: Tensor, *, inner_steps: int, lr: float) -> Tensor:
+    """Adam on the free positions to bring the target output back to O(e₀) (mean |O(e) − O(e₀)|)."""
+    x = e.detach().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=lr)
+    for _ in range(inner_steps):
+        opt.zero_grad(set_to_none=True)
+        (walker.output(x) - walker.o0).abs().mean().backward()
+        x.grad.mul_(free)
+        opt.step()
+    return x.detach()
+
+
+@renamed_options(fix_bos=_FIX_BOS)
 @preserves_model
 def clamped_walk(
     model,
@@ -157,7 +195,7 @@ def clamped_walk(
     inner_steps: int = 20,
     lr: float = 0.01,
     dtype: Literal["float32", "float64"] = "float32",
-    fix_bos: bool = True,
+    include_bos: bool = False,
     seed: int | None = 0,
     progress: bool = True,
 ) -> WalkResult:
@@ -177,30 +215,21 @@ def clamped_walk(
         inner_steps: descent steps on the free positions after each perturbation.
         lr: Adam learning rate of the inner descent.
         dtype: `"float32"` or `"float64"` for the walk state.
-        fix_bos: keep the BOS position where it is.
+        include_bos: walk the BOS position too (default: a leading BOS stays where it is;
+            old spelling `fix_bos=True`).
         seed: seed of the perturbation directions.
         progress: show a progress bar.
 
     Returns:
         A `WalkResult` (no orthogonality).
     """
-    _check_walk(steps=steps, step_size=step_size, fix_bos=fix_bos, seed=seed, progress=progress)
+    _check_walk(steps=steps, step_size=step_size, include_bos=include_bos, seed=seed, progress=progress)
     check_int("inner_steps", inner_steps, low=1)
     check_number("lr", lr, low=0, low_open=True)
-    walker = _Walker(model, prompt, target, dtype, fix_bos)
-    n_pos = walker.e0.shape[1]
-    raw = list(clamp) if isinstance(clamp, (list, tuple)) else [clamp]
-    if not raw or any(isinstance(p, bool) or not isinstance(p, int) or not -n_pos <= p < n_pos for p in raw):
-        raise OptionError(f"clamp must be position(s) in {-n_pos}..{n_pos - 1}; got {clamp!r}.")
-    clamped = sorted({p % n_pos for p in raw})
-    if any(p < walker.n_fixed for p in clamped):
-        raise OptionError(f"clamp={clamp!r} includes the fixed BOS position; pass fix_bos=False to move it.")
+    walker = _Walker(model, prompt, target, dtype, include_bos)
+    clamped = _clamped_positions(clamp, walker.e0.shape[1], walker.n_fixed)
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    is_clamped = torch.zeros(1, n_pos, 1, dtype=torch.bool, device=walker.e0.device)
-    is_clamped[:, clamped] = True
-    movable = torch.zeros_like(is_clamped)
-    movable[:, walker.n_fixed :] = True
-    free = movable & ~is_clamped
+    free = _free_mask(walker, clamped)
     e = walker.e0.clone()
     walker.record(e)
     for _ in tqdm(range(steps), desc="clamped walk", disable=not progress, leave=False):
@@ -208,13 +237,6 @@ def clamped_walk(
         e = e.clone()
         e[:, clamped] += step_size * direction / direction.norm()
         if free.any():
-            x = e.detach().requires_grad_(True)
-            opt = torch.optim.Adam([x], lr=lr)
-            for _ in range(inner_steps):
-                opt.zero_grad(set_to_none=True)
-                (walker.output(x) - walker.o0).abs().mean().backward()
-                x.grad.mul_(free)
-                opt.step()
-            e = x.detach()
+            e = _hold(walker, e, free, inner_steps=inner_steps, lr=lr)
         walker.record(e)
     return walker.result("clamped", None)

@@ -318,7 +318,7 @@ def _check_gradient(model, tokens, method):
     res = li.invert(model, tokens, target="blocks.0.hook_resid_post", method=method, steps=3, progress=False, seed=0)
     if tuple(res.tokens.shape) != tuple(tokens.shape):
         raise Wrong(f"{tuple(res.tokens.shape)} tokens for a {tuple(tokens.shape)} prompt")
-    if res.loss_history is None or not torch.isfinite(torch.as_tensor(res.loss_history)).all():
+    if res.trace.loss_history is None or not torch.isfinite(torch.as_tensor(res.trace.loss_history)).all():
         raise Wrong("loss history missing or not finite")
     return f"accuracy {res.token_accuracy}"
 

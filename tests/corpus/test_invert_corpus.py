@@ -78,10 +78,11 @@ def _loop_totals(model, allowed, method="exact", **invert_options):
         t["verified"] += int(ok)
         t["correct"] += int(hit.sum())
         t["position"] += hit
-        for p in res.positions:
+        positions = getattr(res.trace, "positions", ())  # exact only; gradient traces have none
+        for p in positions:
             t["unique"][p.position] += int(p.unique)
-        t["candidates"] += sum(p.candidates_checked for p in res.positions)
-        t["margins"] += [p.margin for p in res.positions if p.candidates_checked > 0]
+        t["candidates"] += sum(p.candidates_checked for p in positions)
+        t["margins"] += [p.margin for p in positions if p.candidates_checked > 0]
     finite = [m for m in t["margins"] if math.isfinite(m)]
     t["hist"] = np.histogram(finite, bins=edges)[0].tolist()
     t["margin_sum"] = sum(finite)

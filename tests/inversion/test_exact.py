@@ -30,8 +30,8 @@ def _check_exact(model, prompt, target, res):
     truth = adapter_for(model).prompt(prompt).tokens
     assert torch.equal(res.tokens, truth)
     assert res.token_accuracy == 1.0
-    assert all(p.unique and p.margin > 0 and p.candidates_checked >= 1 for p in res.positions if p.observed)
-    assert [p.position for p in res.positions] == list(range(truth.shape[1]))
+    assert all(p.unique and p.margin > 0 and p.candidates_checked >= 1 for p in res.trace.positions if p.observed)
+    assert [p.position for p in res.trace.positions] == list(range(truth.shape[1]))
     t = Target.parse(target)
     assert_close(t.extract(model, res.tokens), t.extract(model, truth), loose=10)
     assert res.distance < 1e-3 * res.shifted_distance
@@ -70,8 +70,8 @@ def test_hidden_leading_positions_recovered_from_later_rows(name):
         res = invert_exact(model, TEXT, target=target, **QUIET)
         _check_exact(model, TEXT, target, res)
         hidden = int(target.split("[:, ")[1].split(":")[0])
-        assert [p.observed for p in res.positions[:hidden]] == [False] * hidden
-        assert all(p.unique for p in res.positions)
+        assert [p.observed for p in res.trace.positions[:hidden]] == [False] * hidden
+        assert all(p.unique for p in res.trace.positions)
 
 
 def test_trailing_position_has_no_information(gpt2):
@@ -79,7 +79,7 @@ def test_trailing_position_has_no_information(gpt2):
         res = invert_exact(gpt2, TEXT, target="blocks.1.hook_resid_post[:, :-1, :]", **QUIET)
     assert res.verdict.status == "ambiguous"
     truth = adapter_for(gpt2).prompt(TEXT).tokens
-    last = res.positions[-1]
+    last = res.trace.positions[-1]
     assert not last.observed and not last.unique and last.candidates_checked == 0 and math.isnan(last.best_distance)
     assert torch.equal(res.tokens[:, :-1], truth[:, :-1])
 
@@ -91,15 +91,15 @@ def test_allowed_tokens_respected(gpt2):
     allowed = torch.cat([truth, extra]).unique()
     res = invert_exact(gpt2, TEXT, target="blocks.1.hook_resid_post", allowed_tokens=allowed, **QUIET)
     assert torch.equal(res.tokens[0], truth)
-    assert all(p.candidates_checked <= len(allowed) for p in res.positions)
+    assert all(p.candidates_checked <= len(allowed) for p in res.trace.positions)
     # Without the true token at position 2 nothing reproduces that row: reported, not hidden.
     banned = allowed[allowed != truth[2]]
     with pytest.warns(InversionWarning, match=r"not verified: \d+ of \d+ positions \(2, .*reproduced nothing.*worst: position 2"):
         res = invert_exact(gpt2, TEXT, target="blocks.1.hook_resid_post", allowed_tokens=banned, **QUIET)
     assert res.verdict.status == "not verified" and res.verdict.worst_distance > res.verdict.tolerance
     assert bool(torch.isin(res.tokens, banned).all())
-    assert res.tokens[0, 2] != truth[2] and not res.positions[2].unique
-    assert res.positions[2].candidates_checked == len(banned)  # fell back to the whole allowed set
+    assert res.tokens[0, 2] != truth[2] and not res.trace.positions[2].unique
+    assert res.trace.positions[2].candidates_checked == len(banned)  # fell back to the whole allowed set
 
 
 def test_order_does_not_change_the_answer_and_exhaustive_margins(gpt2):
@@ -109,9 +109,9 @@ def test_order_does_not_change_the_answer_and_exhaustive_margins(gpt2):
         assert torch.equal(invert_exact(gpt2, TEXT, target=target, order=order, **QUIET).tokens, base.tokens)
     full = invert_exact(gpt2, TEXT, target=target, exhaustive=True, **QUIET)
     assert torch.equal(full.tokens, base.tokens)
-    assert all(p.candidates_checked == gpt2.cfg.d_vocab for p in full.positions)
+    assert all(p.candidates_checked == gpt2.cfg.d_vocab for p in full.trace.positions)
     # The runner-up over the whole vocabulary is at most as far as over a ranked subset.
-    assert all(f.margin <= b.margin + 1e-5 for f, b in zip(full.positions, base.positions, strict=True))
+    assert all(f.margin <= b.margin + 1e-5 for f, b in zip(full.trace.positions, base.trace.positions, strict=True))
 
 
 @pytest.mark.parametrize("name", ["gpt2-hf", "llama-hf"])
@@ -133,7 +133,7 @@ def test_batch_and_dispatcher(gpt2):
     adapter = adapter_for(gpt2)
     res = invert(gpt2, prompts, target="blocks.0.hook_resid_post", method="exact", **QUIET)
     assert torch.equal(res.tokens, adapter.prompt(prompts).tokens)
-    assert len(res.positions) == 2 * res.tokens.shape[1] and len(res.texts) == 2
+    assert len(res.trace.positions) == 2 * res.tokens.shape[1] and len(res.texts) == 2
 
 
 def test_noisy_activation_is_not_claimed_unique(gpt2):
@@ -142,8 +142,8 @@ def test_noisy_activation_is_not_claimed_unique(gpt2):
     with pytest.warns(InversionWarning, match="not verified"):
         res = invert_exact(gpt2, noisy, target="blocks.1.hook_resid_post", **QUIET)
     assert res.verdict.status == "not verified"
-    assert not any(p.unique or p.reproduced for p in res.positions)
-    assert all(p.best_distance > 0.1 for p in res.positions)
+    assert not any(p.unique or p.reproduced for p in res.trace.positions)
+    assert all(p.best_distance > 0.1 for p in res.trace.positions)
 
 
 @pytest.mark.parametrize(
@@ -180,7 +180,7 @@ def test_two_features_scan_everything_and_stay_exact(tiny):
     target = "blocks.3.hook_resid_post[:, :, :2]"
     res = invert_exact(tiny, "The sky is blue.", target=target, **QUIET)
     assert res.token_accuracy == 1.0
-    assert all(p.candidates_checked >= tiny.cfg.d_vocab for p in res.positions)
+    assert all(p.candidates_checked >= tiny.cfg.d_vocab for p in res.trace.positions)
 
 
 @pytest.mark.parametrize("fixture", ["gpt2", "llama"])

@@ -6,6 +6,7 @@ so the shared float32 fixtures are never converted.
 """
 
 import functools
+import operator
 
 import pytest
 import torch
@@ -102,9 +103,9 @@ def test_exact_inversion_recovers_the_prompt(name, dtype):
 def test_gradient_inversion_keeps_float32_variables_and_descends(name, dtype):
     model = half(name, dtype)
     res = li.invert(model, PROMPT, target=T, optimizer="adam", lr=0.05, steps=15, **Q)
-    assert res.embeddings.dtype == torch.float32 and res.loss_history.dtype == torch.float32
-    assert torch.isfinite(res.loss_history).all() and torch.isfinite(res.embeddings).all()
-    assert res.loss_history[-1] < 0.8 * res.loss_history[0]
+    assert res.trace.embeddings.dtype == torch.float32 and res.trace.loss_history.dtype == torch.float32
+    assert torch.isfinite(res.trace.loss_history).all() and torch.isfinite(res.trace.embeddings).all()
+    assert res.trace.loss_history[-1] < 0.8 * res.trace.loss_history[0]
     assert next(model.parameters()).dtype == dtype
 
 
@@ -154,10 +155,10 @@ def test_gradient_inversion_same_seed_same_bits(dtype):
     _disturb_global_rng()
     b = li.invert(model, PROMPT, seed=11, **options)
     c = li.invert(model, PROMPT, seed=12, **options)
-    for field in ("loss_history", "embeddings", "tokens", "restart_distances"):
-        assert torch.equal(getattr(a, field), getattr(b, field)), field
+    for field in ("trace.loss_history", "trace.embeddings", "tokens", "trace.restart_distances"):
+        assert torch.equal(operator.attrgetter(field)(a), operator.attrgetter(field)(b)), field
     assert a.shifted_distance == b.shifted_distance
-    assert not torch.equal(a.loss_history, c.loss_history), "the seed has no effect"
+    assert not torch.equal(a.trace.loss_history, c.trace.loss_history), "the seed has no effect"
 
 
 def test_resample_sweep_same_seed_same_bits():
@@ -185,5 +186,5 @@ def test_exact_inversion_same_seed_same_bits():
     b = li.invert(model, PROMPT, seed=3, **options)
     assert torch.equal(a.tokens, b.tokens) and torch.equal(a.distances, b.distances)
     assert torch.equal(a.shifted_distances, b.shifted_distances)
-    assert [(p.candidates_checked, p.margin) for p in a.positions] == [(p.candidates_checked, p.margin) for p in b.positions]
+    assert [(p.candidates_checked, p.margin) for p in a.trace.positions] == [(p.candidates_checked, p.margin) for p in b.trace.positions]
     assert a.token_accuracy == 1.0

@@ -55,7 +55,7 @@ LONG = [
     ("bandwidth-widths", NORM, lambda m: li.bandwidth(m, PROMPT, target="resid_post.0", widths=[8, 16, 32, 64], invert="no", **Q)),
     ("orthogonal-walk", RESID, lambda m: li.orthogonal_walk(m, PROMPT, target=T, steps=6, **Q)),
     ("clamped-walk", RESID, lambda m: li.clamped_walk(m, PROMPT, target=T, steps=3, inner_steps=3, **Q)),
-    ("feature-scan", RESID, lambda m: li.visualize_feature(m, target=f"{T}[:, -1, 3]", n_tokens=1, steps=2, scan_batch=16, **Q)),
+    ("feature-scan", RESID, lambda m: li.visualize_feature(m, target=f"{T}[:, -1, 3]", n_tokens=1, steps=2, batch_size=16, **Q)),
 ]
 
 

@@ -24,7 +24,7 @@ CALLS = {
     "lens": (lambda m: li.logit_lens(m, PROMPT, **Q), lambda r: r.kl),
     "attribute": (lambda m: li.attribute(m, PROMPT, method="grad_x_input", **Q), lambda r: r.scores),
     "ablated-lens": (lambda m: _ablated_lens(m), lambda r: r.kl),
-    "gradient": (lambda m: li.invert(m, PROMPT, target=T, steps=3, seed=0, **Q), lambda r: r.embeddings),
+    "gradient": (lambda m: li.invert(m, PROMPT, target=T, steps=3, seed=0, **Q), lambda r: r.trace.embeddings),
 }
 
 
