@@ -125,8 +125,10 @@ def invert(
     or option.
 
     Examples:
-        >>> res = li.invert(model, "The sky is blue.", target="blocks.0.hook_resid_post")  # doctest: +SKIP
-        >>> res.text, res.token_accuracy  # doctest: +SKIP
+        >>> res = li.invert(model, "The sky is blue.", target="blocks.0.hook_resid_post", method="exact",
+        ...                 progress=False)
+        >>> res.text, res.token_accuracy
+        ('The sky is blue.', 1.0)
     """
     check_choice("method", method, METHODS)
     given = {name: value for name, value in locals().items() if name in (*GRADIENT_OPTIONS, *EXACT_OPTIONS)}
