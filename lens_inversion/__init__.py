@@ -29,9 +29,11 @@ _EXPORTS = {
     "DeviceError": ".errors",
     "DistributedError": ".errors",
     "LensEvaluation": ".corpus",
+    "ExactTrace": ".inversion",
     "FaithfulnessResult": ".attribution",
     "FeatureVizResult": ".inversion",
     "FreezeLayerNorm": ".ablation",
+    "GradientTrace": ".inversion",
     "HookNeverFiredError": ".errors",
     "InversionCorpusResult": ".corpus",
     "InversionResult": ".inversion",
@@ -128,7 +130,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .hooks import ModelAdapter, Site, Target
     from .hooks.selfcheck import SelfCheckError, SelfCheckWarning, Verdict, strict_checks
     from .inversion import (
+        ExactTrace,
         FeatureVizResult,
+        GradientTrace,
         InversionResult,
         InversionVerdict,
         InversionWarning,
@@ -164,9 +168,11 @@ __all__ = [
     "CorpusTotals",
     "DeviceError",
     "DistributedError",
+    "ExactTrace",
     "FaithfulnessResult",
     "FeatureVizResult",
     "FreezeLayerNorm",
+    "GradientTrace",
     "HookNeverFiredError",
     "InversionCorpusResult",
     "InversionResult",
