@@ -8,7 +8,8 @@ never used).
 """
 
 import argparse
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,6 +18,17 @@ from .. import metrics
 from ..hooks import Site, adapter_for, preserves_model
 from .loader import EMBEDDED, load_model
 
+# Written for this evaluation (not taken from any source): ordinary modern English, ~80 words.
+MODERN_PARAGRAPH = (
+    "On Saturday morning Maria took the early bus into town because her car was still at the garage. "
+    "She bought coffee at the small shop near the station, read the news on her phone, and then walked "
+    "to the library to return two books that were already a week late. The woman at the desk smiled and "
+    "said there was no fine this time. After lunch with her brother, Maria went home, cleaned the kitchen "
+    "and called her mother to ask about the weekend."
+)
+# The sentence from issue 17 that first showed the grammar-only model could not read English.
+HARBOUR = ("When the evening came, the old man walked slowly down to the harbour and looked at the boats. "
+           "The sea was calm and the sky was turning from blue to a deep red.")
 PROMPTS = ("The sky is", "The capital of France is", "One, two, three,", "The opposite of hot is",
            "Alice went to the market to buy bread. Alice gave bread to Bob, and Bob thanked")
 
@@ -31,6 +43,52 @@ def heldout_texts(n: int | None = None) -> list[str]:
     return fits[:n]
 
 
+def heldout_source_texts(n: int | None = None) -> dict[str, list[str]]:
+    """Held-out documents of each real source shipped with `tiny` (empty if it was trained on the grammar only)."""
+    path = EMBEDDED["tiny"] / "heldout_sources.json"
+    if not path.exists():
+        return {}
+    return {name: docs[:n] for name, docs in json.loads(path.read_text()).items()}
+
+
+@preserves_model
+@torch.no_grad()
+def text_loss(model, texts: "str | list[str]", *, batch_size: int = 16) -> tuple[float, int]:
+    """Mean next-token cross-entropy (nats) over texts of any length, and the token count.
+
+    Each text is cut into windows of `n_ctx` tokens, each starting with BOS (where the model
+    has one) and scored on its own, so a paragraph longer than the context still counts whole.
+    """
+    adapter = adapter_for(model)
+    bos = [] if adapter.bos_token_id is None else [adapter.bos_token_id]
+    step = adapter.n_ctx - len(bos)
+    windows = [[*bos, *ids[i : i + step]]
+               for text in ([texts] if isinstance(texts, str) else texts)
+               for ids in [adapter.tokenizer.encode(text, add_special_tokens=False)]
+               for i in range(0, len(ids), step)]
+    total, count = 0.0, 0
+    for i in range(0, len(windows), batch_size):
+        rows = windows[i : i + batch_size]
+        lengths = torch.tensor([len(r) for r in rows])
+        tokens = torch.full((len(rows), int(lengths.max())), adapter.pad_token_id, dtype=torch.long)
+        for b, r in enumerate(rows):
+            tokens[b, : len(r)] = torch.tensor(r)
+        logits = adapter.run(tokens.to(adapter.device), need_logits=True).logits[:, :-1]
+        valid = (torch.arange(tokens.shape[1] - 1)[None] < (lengths[:, None] - 1)).to(logits.device)
+        nll = metrics.cross_entropy(logits, tokens[:, 1:].to(logits.device))  # [batch, pos - 1]
+        total += float(nll[valid].sum())
+        count += int(valid.sum())
+    return total / count, count
+
+
+def real_text_losses(model, *, n_texts: int = 64) -> dict[str, float]:
+    """Loss on ordinary English: the paragraph and sentence written for the test, and each source's held-out set."""
+    losses = {"paragraph": text_loss(model, MODERN_PARAGRAPH)[0], "harbour": text_loss(model, HARBOUR)[0]}
+    for name, docs in heldout_source_texts(n_texts).items():
+        losses[name] = text_loss(model, docs)[0]
+    return losses
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelReport:
     """Held-out loss, continuations and per-layer logit-lens KL of one model."""
@@ -40,6 +98,7 @@ class ModelReport:
     n_tokens: int
     continuations: dict[str, str]
     kl_per_layer: list[float]
+    real_losses: dict[str, float] = field(default_factory=dict)  # nats/token on real English (see real_text_losses)
 
     @property
     def perplexity(self) -> float:
@@ -105,7 +164,7 @@ def report(name: str, *, n_texts: int = 200, model=None) -> ModelReport:
     loss, n_tokens = heldout_loss(model, texts)
     return ModelReport(
         name=name, loss=loss, n_tokens=n_tokens, continuations={p: greedy(model, p) for p in PROMPTS},
-        kl_per_layer=lens_kl_per_layer(model, texts),
+        kl_per_layer=lens_kl_per_layer(model, texts), real_losses=real_text_losses(model),
     )
 
 
@@ -121,6 +180,11 @@ def markdown(reports: list[ModelReport]) -> str:
     n = max(len(r.kl_per_layer) for r in reports)
     lines += ["", "| model | " + " | ".join(f"layer {i}" for i in range(n)) + " |", "| --- |" + " --- |" * n]
     lines += [f"| `{r.name}` | " + " | ".join(f"{v:.3f}" for v in r.kl_per_layer) + " |" for r in reports]
+    names = list(dict.fromkeys(k for r in reports for k in r.real_losses))
+    if names:
+        lines += ["", "| model | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+        lines += [f"| `{r.name}` | " + " | ".join(f"{r.real_losses[k]:.3f}" if k in r.real_losses else "" for k in names)
+                  + " |" for r in reports]
     return "\n".join(lines)
 
 

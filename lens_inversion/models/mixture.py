@@ -55,21 +55,25 @@ def mixture_total(available: dict[str, int], *, generated_share: float, source_c
     """Total training bytes T with `generated_share`·T generated and each source ≤ `source_cap`·T.
 
     Solves (1 - g)·T = Σ min(B_s, c·T) for T: real text is used up to the caps, never
-    repeated. Raises OptionError when the shares cannot add up.
+    repeated. With the sources sorted by size, the k smallest are used whole and the others
+    are cut to c·T; the k that is consistent gives T. Raises OptionError when the caps cannot
+    make up the real share (n·c < 1 - g).
     """
-    if not 0 <= generated_share < 1 or not 0 < source_cap <= 1:
-        raise OptionError(f"generated_share must be in [0, 1) and source_cap in (0, 1]; got {generated_share}, {source_cap}.")
-    capped: set[str] = set()
-    while True:
-        room = 1 - generated_share - source_cap * len(capped)
+    g, c, n = generated_share, source_cap, len(available)
+    if not 0 <= g < 1 or not 0 < c <= 1:
+        raise OptionError(f"generated_share must be in [0, 1) and source_cap in (0, 1]; got {g}, {c}.")
+    if n * c < (1 - g) * (1 - 1e-12) or not any(available.values()):
+        raise OptionError(f"{n} real source(s) capped at source_cap={c} cannot make up the real share {1 - g:.2f} "
+                          f"of the corpus; raise source_cap or generated_share.")
+    sizes = sorted(available.values())
+    for k in range(n, 0, -1):  # k smallest sources whole, the n - k largest at their cap
+        room = 1 - g - c * (n - k)
         if room <= 0:
-            raise OptionError(f"generated_share={generated_share} with source_cap={source_cap} leaves no room for "
-                              f"the uncapped sources; raise source_cap.")
-        total = sum(b for s, b in available.items() if s not in capped) / room
-        over = {s for s, b in available.items() if b > source_cap * total} - capped
-        if not over:
+            continue
+        total = sum(sizes[:k]) / room
+        if sizes[k - 1] <= c * total * (1 + 1e-12) and (k == n or sizes[k] >= c * total):
             return total
-        capped |= over
+    return sizes[0] / c  # every source at its cap: only when n·c = 1 - g exactly
 
 
 def _sample(docs: list[str], budget: float, rng: random.Random) -> list[str]:

@@ -254,6 +254,12 @@ def fetch(cache: Path) -> None:
     verify(cache)
 
 
+def provenance() -> dict[str, dict]:
+    """Per source: title, licence, provenance, version and the pinned SHA-256 of each artefact (for training.json)."""
+    return {s.name: {"title": s.title, "licence": s.licence, "provenance": s.provenance, "version": s.version,
+                     "artefacts": {a.path: a.sha256 for a in s.artefacts}} for s in SOURCES.values()}
+
+
 # ----- documents and the held-out split ----------------------------------------------------------
 
 
