@@ -208,8 +208,13 @@ def decode_kjv(cache: Path) -> str:
         program = Path(tmp, "bible")
         program.write_bytes(deb_member(prog_deb, "./usr/bin/bible"))
         program.chmod(0o755)
-        done = subprocess.run([str(program), "-f", "-p", tmp, "gen1:1-rev22:21"], capture_output=True,  # noqa: S603
-                              stdin=subprocess.DEVNULL, text=True, check=True, env={**os.environ, "TERM": "dumb"})
+        try:
+            done = subprocess.run([str(program), "-f", "-p", tmp, "gen1:1-rev22:21"], capture_output=True,  # noqa: S603
+                                  stdin=subprocess.DEVNULL, text=True, check=True, env={**os.environ, "TERM": "dumb"})
+        except (OSError, subprocess.CalledProcessError) as error:
+            raise SourceError(f"kjv: the `bible` decoder from {prog_deb.name} did not run here ({error}); it needs "
+                              f"amd64 Linux with libreadline8. Decode on such a machine and copy "
+                              f"{KJV.artefacts[2].path} into the cache (its SHA-256 is pinned).") from error
     return done.stdout
 
 
