@@ -157,7 +157,7 @@ def preserves_model(fn: F) -> F:
     """
 
     @functools.wraps(fn)
-    def wrapper(model, *args, strict: bool = False, **kwargs):
+    def wrapper(model, *args, strict: object = False, **kwargs):  # validated below, so any value reaches the check
         from .adapter import check_model, unwrap_model
         from .selfcheck import recording, strict_checks
 
