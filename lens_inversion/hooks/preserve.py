@@ -120,25 +120,35 @@ def preserved(model: nn.Module) -> Iterator[None]:
         for p, flag, grad in zip(params, requires_grad, grads, strict=False):
             p.requires_grad_(flag)
             p.grad = grad
-        for m, before in zip(modules, cached, strict=False):
-            for key, value in vars(m).items():
-                if isinstance(value, Tensor) and key in before and before[key] is not value:
-                    m.__dict__[key] = before[key]
+        _restore_cached(modules, cached)
         for block in unwired:  # wired by us (up front or by a forward in the body): unwire
             block._teardown_capture_hooks()
-        for m, before in zip(modules, lens_hooks, strict=False):
-            for attr, handles in before.items():
-                table = getattr(m, attr)
-                table[:] = [h for h in table if any(h is kept for kept in handles)]
-        for m, before in zip(modules, hooks, strict=False):
-            for attr, keys in zip(
-                ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"),
-                before, strict=False,
-            ):
-                table = getattr(m, attr, None)
-                if table is not None:
-                    for key in [k for k in table if k not in keys]:
-                        del table[key]
+        _restore_hooks(modules, lens_hooks, hooks)
+
+
+def _restore_cached(modules: list[nn.Module], cached: list[dict[str, Tensor | None]]) -> None:
+    """Put back the tensors each module cached on itself before the body (`_transient_tensors`)."""
+    for m, before in zip(modules, cached, strict=False):
+        for key, value in vars(m).items():
+            if isinstance(value, Tensor) and key in before and before[key] is not value:
+                m.__dict__[key] = before[key]
+
+
+def _restore_hooks(modules: list[nn.Module], lens_hooks: list[dict[str, list]], hooks: list[tuple[frozenset, ...]]) -> None:
+    """Remove every hook handle added since `_lens_handles` / `_hook_keys` were taken."""
+    for m, before in zip(modules, lens_hooks, strict=False):
+        for attr, handles in before.items():
+            table = getattr(m, attr)
+            table[:] = [h for h in table if any(h is kept for kept in handles)]
+    for m, keys_before in zip(modules, hooks, strict=False):
+        for attr, keys in zip(
+            ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"),
+            keys_before, strict=False,
+        ):
+            table = getattr(m, attr, None)
+            if table is not None:
+                for key in [k for k in table if k not in keys]:
+                    del table[key]
 
 
 def preserves_model(fn: F) -> F:
