@@ -1,6 +1,7 @@
 """LensEvaluation: the corpus statistics of `li.evaluate_lens`, [lens, row] each, with a plot."""
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from jaxtyping import Float
@@ -39,7 +40,7 @@ class LensEvaluation:
     bytes: int  # bytes of text those next tokens stand for
     bytes_method: str  # how bytes were counted: "byte-level", "sentencepiece" or "decoded"
     run: RunInfo
-    checks: list[Verdict] = field(default_factory=list)
+    checks: Sequence[Verdict] = field(default_factory=list)  # a tuple once preserves_model adds its checks
 
     def metric(self, name: str) -> PerLensRow:
         check_choice("metric", name, METRICS)

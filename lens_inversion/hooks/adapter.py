@@ -254,7 +254,7 @@ class ModelAdapter:
             raise UnsupportedModelError(f"The logit lens cannot read this model: {self.readout_refusal}. "
                                         "Attribution and ablation still work.")
 
-    def lens_logits(self, resid: Resid) -> Logits:
+    def lens_logits(self, resid: Float[Tensor, "*cells d_model"]) -> Float[Tensor, "*cells d_vocab"]:
         """Decode any residual stream as the model decodes its last one."""
         self.check_lens_readout()
         normed = self.final_norm(resid)
@@ -302,7 +302,7 @@ class ModelAdapter:
         parts = [self._embedding_hook_values(flat[i : i + 1024]) for i in range(0, flat.shape[0], 1024)]
         return torch.cat(parts)[:, 0]
 
-    def embed(self, tokens: Tokens) -> Embeds:
+    def embed(self, tokens: Int[Tensor, "*batch pos"]) -> Float[Tensor, "*batch pos d_model"]:  # one sequence or a batch
         """What the model's embedding hook sees for these token sequences.
 
         The scale, and any norm or positions the model applies before the hook, are included.
@@ -412,7 +412,7 @@ class ModelAdapter:
     def hook_name(self, site: Site, layer: int | None) -> str:
         return site_hook_name(site, layer)
 
-    def check_layer(self, layer: int, *, what: str = "layer") -> int:
+    def check_layer(self, layer: object, *, what: str = "layer") -> int:
         """Normalise a possibly negative layer index, or raise naming the valid range."""
         n = self.n_layers
         if not isinstance(layer, int) or isinstance(layer, bool):

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, field
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
 from .._typing import Activation
 from ..errors import TargetError
@@ -90,7 +92,7 @@ class Target:
         'blocks.3.hook_resid_post[:, 1:, :2201]'
     """
 
-    site: Site = Site.RESID_POST
+    site: "Site | str" = Site.RESID_POST  # a string is parsed into a Site in __post_init__
     layer: int | None = None
     tokens: Index = field(default_factory=lambda: _FULL)
     features: Index = field(default_factory=lambda: _FULL)
@@ -218,7 +220,7 @@ class Target:
         """The (site, layer) pair to capture; call on a resolved target."""
         return (self.site, self.layer)
 
-    def select(self, activation: Activation) -> Activation:
+    def select(self, activation: Activation) -> Float[Tensor, "sel_batch sel_pos sel_feature"]:
         """Apply the batch, token and feature slices to a [batch, pos, feature] tensor."""
         if activation.ndim != 3:
             raise TargetError(f"Target {self} selects from [batch, pos, feature] tensors; got shape {tuple(activation.shape)}.")
