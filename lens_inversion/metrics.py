@@ -36,6 +36,7 @@ class Normalizer(NamedTuple):
 
     @property
     def lse(self) -> Tensor:
+        """logsumexp(z) in one tensor: m + log_s."""
         return self.m + self.log_s
 
     def log_prob(self, z_token: Tensor) -> Tensor:

@@ -55,6 +55,7 @@ class AblationResult:
 
     @property
     def column_labels(self) -> list[str]:
+        """Column labels for plots: the kept width, or `position: 'token'`."""
         if self.kind == "widths":
             return [str(w) for w in self.columns]
         return [f"{p}: {self.str_tokens[p]!r}" for p in self.columns]

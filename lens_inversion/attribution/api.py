@@ -94,10 +94,12 @@ class AttributionPlan:
 
     @property
     def grads(self) -> bool:
+        """Whether the method needs gradient × input scores (grad_x_input and combined)."""
         return self.method in ("grad_x_input", "combined")
 
     @property
     def occludes(self) -> bool:
+        """Whether the method needs occlusion runs (occlusion and combined)."""
         return self.method in ("occlusion", "combined")
 
 

@@ -66,6 +66,7 @@ class Objective:
 
     @property
     def is_logits(self) -> bool:
+        """Whether the explained output is the logits (not a target activation or a callable)."""
         return self.kind == "logits"
 
     def full(self, adapter: ModelAdapter, tokens: Tokens, embeds: Embeds | None = None) -> Tensor:
@@ -134,6 +135,7 @@ class Objective:
 
     @property
     def needs_prediction(self) -> bool:
+        """Whether the last row's token is still unknown: target=None scores the model's own prediction."""
         return self.is_logits and self.score_full_vocab and self.row_tokens[-1] < 0
 
     def with_prediction(self, adapter: ModelAdapter, predicted: int) -> "Objective":

@@ -99,6 +99,7 @@ class AblationCorpusResult:
         return self.clean_sum / max(self.run.items, 1)
 
     def to_dict(self) -> dict:
+        """The result as JSON-ready data: plain lists, NaN means as None, the run included."""
         by_d = [[[None if v != v else v for v in row] for row in spec] for spec in self.mean_by_distance.tolist()]
         return {"specs": list(self.specs), "layers": self.layers, "site": self.site, "metric": self.metric,
                 "options": self.options, "count": self.count, "mean_effect": self.mean_effect.tolist(),

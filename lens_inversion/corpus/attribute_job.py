@@ -85,6 +85,7 @@ class AttributionCorpusResult:
         return _means(self.sums[scale]["type"], self.count_by_type)
 
     def to_dict(self) -> dict:
+        """The totals, both scales' means (NaN as None) and the run, as JSON-ready data."""
         nan_free = lambda t: [None if v != v else v for v in t.tolist()]  # noqa: E731 - JSON has no NaN
         return {
             "method": self.method, "options": self.options, "max_tokens_per_prompt": self.max_tokens_per_prompt,

@@ -62,6 +62,7 @@ class CorpusBatch:
 
     @property
     def n_tokens(self) -> int:
+        """Real (non-pad) tokens in the batch."""
         return int(self.mask.sum())
 
     def digest(self) -> bytes:

@@ -57,6 +57,7 @@ class Window:
     tokens: Int[Tensor, " n_tokens"]
 
     def digest(self) -> bytes:
+        """The window's ids as bytes, for the stream digest that checks a resumed job reads the same prompts."""
         return self.tokens.numpy().tobytes()
 
 

@@ -43,10 +43,12 @@ class LensEvaluation:
     checks: Sequence[Verdict] = field(default_factory=list)  # a tuple once preserves_model adds its checks
 
     def metric(self, name: str) -> PerLensRow:
+        """The [lens, row] means of one of METRICS; OptionError for any other name."""
         check_choice("metric", name, METRICS)
         return getattr(self, name)
 
     def to_dict(self) -> dict:
+        """Every metric as nested lists, with the labels, counts, run and self-check verdicts, for JSON."""
         out = {name: self.metric(name).tolist() for name in METRICS}
         out.update(lenses=self.lenses, rows=self.rows, row_lenses=self.row_lenses, tokens=self.tokens,
                    predicted=self.predicted, bytes=self.bytes, bytes_method=self.bytes_method,
@@ -54,6 +56,7 @@ class LensEvaluation:
         return out
 
     def to_json(self, path=None) -> str:
+        """The evaluation as JSON text; also written to `path` when given."""
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
             check_destination(path, name="path", example="evaluation.json").write_text(text)

@@ -45,6 +45,7 @@ class HookPlan:
         return self.fixes + self.writers + self.readers
 
     def names(self) -> list[str]:
+        """The hook names of `pairs()`, in the same order."""
         return [name for name, _ in self.pairs()]
 
 
@@ -157,6 +158,7 @@ class NormSlot:
     prefix: str
 
     def describe(self) -> str:
+        """A readable name for messages: `ln_final`, or e.g. `ln1 of block 3`."""
         return "ln_final" if self.layer is None else f"{self.kind} of block {self.layer}"
 
 

@@ -213,10 +213,12 @@ class PrefixState:
 
     @property
     def length(self) -> int:
+        """Number of prefix positions."""
         return int(self.tokens.shape[1])
 
     @property
     def cached(self) -> bool:
+        """Whether the prefix lives in a key/value cache (False: each run recomputes it)."""
         return self.backend.has_cache
 
     def truncated(self, length: int) -> "PrefixState":

@@ -214,18 +214,22 @@ LENS_ROW = Check("lens_row", "the lens output row equals the model's logits", _l
 
 
 def cache_verified(adapter, backend: CacheBackend) -> bool:
+    """Whether new positions run after `backend`'s cached prefix equal a full run (KV_PREFIX)."""
     return KV_PREFIX.verdict(adapter, backend).passed
 
 
 def cut_verified(adapter, backend: CacheBackend) -> bool:
+    """Whether `backend`'s cache cut to a shorter length equals a prefix of that length (CUT_PREFIX)."""
     return CUT_PREFIX.verdict(adapter, backend).passed
 
 
 def layered_verified(adapter, backend: CacheBackend) -> bool:
+    """Whether rows that differ per layer after `backend`'s cached prefix equal full runs (LAYERED_RUN)."""
     return LAYERED_RUN.verdict(adapter, backend).passed
 
 
 def readout_verified(adapter) -> bool:
+    """Whether the unembedding may run on the read positions alone (True where there is no readout hook to cut at)."""
     if not readout_unchecked(adapter, [0]):
         return True  # no cut to check: callers index the full logits
     return READOUT_ONLY.verdict(adapter).passed
@@ -237,10 +241,12 @@ def widening_verified(adapter) -> bool:
 
 
 def batched_verified(adapter) -> bool:
+    """Whether different prompts batched together equal each prompt run alone (BATCHED_ROWS)."""
     return BATCHED_ROWS.verdict(adapter).passed
 
 
 def left_padding_verified(adapter) -> bool:
+    """Whether a left-padded row with its mask and position ids equals the row run alone (LEFT_PADDING)."""
     return LEFT_PADDING.verdict(adapter).passed
 
 

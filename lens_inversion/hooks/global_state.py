@@ -37,6 +37,7 @@ class Settings:
 
     @classmethod
     def now(cls) -> "Settings":
+        """Record the current value of every setting."""
         return cls(
             torch_rng=torch.get_rng_state(),
             cuda_rng=tuple(torch.cuda.get_rng_state_all()) if torch.cuda.is_initialized() else None,

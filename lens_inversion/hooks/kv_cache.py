@@ -130,14 +130,17 @@ class HFCache(CachedBackend):
             return self._cache_class()
 
     def build(self, model, tokens):
+        """Run the prefix `tokens` into a fresh DynamicCache and return it."""
         cache = self._empty(model)
         self._call(model, tokens, cache, width=tokens.shape[1], stop=None)
         return cache
 
     def length(self, cache) -> int:
+        """Positions held, from the cache's own sequence length."""
         return int(cache.get_seq_length())
 
     def cut(self, cache, length: int):
+        """A deep copy cropped to the first `length` positions."""
         fresh = copy.deepcopy(cache)
         extra = self.length(fresh) - length
         if extra > 0:
@@ -145,6 +148,7 @@ class HFCache(CachedBackend):
         return fresh
 
     def expanded(self, cache, batch: int, *, from_layer: int = 0):
+        """A deep copy with each row repeated `batch` times in the layers from `from_layer` on (as is if it has `batch` rows)."""
         fresh = copy.deepcopy(cache)
         rows = int(fresh.layers[0].keys.shape[0]) if fresh.layers else batch
         if rows == batch:
@@ -158,6 +162,7 @@ class HFCache(CachedBackend):
         return fresh
 
     def forward(self, model, tokens, cache, *, prefix_len, stop):
+        """Run `tokens` after the cached prefix, with an attention mask over prefix and new positions."""
         return self._call(model, tokens, cache, width=prefix_len + tokens.shape[1], stop=stop)
 
 
@@ -178,6 +183,7 @@ class HookedCache(CachedBackend):
     name = "hooked"
 
     def build(self, model, tokens):
+        """Run the prefix `tokens` into a new HookedTransformer cache and freeze it."""
         batch, width = tokens.shape
         cache = _hooked_cache_class().init_cache(model.cfg, tokens.device, batch)
         model(tokens, past_kv_cache=cache, attention_mask=_ones(batch, width, tokens.device))
@@ -185,6 +191,7 @@ class HookedCache(CachedBackend):
         return cache
 
     def length(self, cache) -> int:
+        """Positions held, from the cache's attention mask."""
         return int(cache.previous_attention_mask.shape[1])
 
     def _rebuilt(self, cache, keys, values, mask):
@@ -193,16 +200,19 @@ class HookedCache(CachedBackend):
         return type(cache)(entries=entries, previous_attention_mask=mask, frozen=True)
 
     def cut(self, cache, length: int):
+        """A new frozen cache of the first `length` positions' keys, values and mask."""
         keys = [e.past_keys[:, :length] for e in cache.entries]
         values = [e.past_values[:, :length] for e in cache.entries]
         return self._rebuilt(cache, keys, values, cache.previous_attention_mask[:, :length])
 
     def expanded(self, cache, batch: int, *, from_layer: int = 0):
+        """A frozen cache whose keys, values and mask are expanded (not copied) to `batch` rows in every layer."""
         keys = [e.past_keys.expand(batch, *e.past_keys.shape[1:]) for e in cache.entries]
         values = [e.past_values.expand(batch, *e.past_values.shape[1:]) for e in cache.entries]
         return self._rebuilt(cache, keys, values, cache.previous_attention_mask.expand(batch, -1))
 
     def forward(self, model, tokens, cache, *, prefix_len, stop):
+        """Run `tokens` after the frozen prefix, with an attention mask over the new positions only."""
         # HookedTransformer appends the new positions' mask to the cache's own.
         new_mask = _ones(tokens.shape[0], tokens.shape[1], tokens.device)
         return model(tokens, past_kv_cache=cache, attention_mask=new_mask, stop_at_layer=stop)

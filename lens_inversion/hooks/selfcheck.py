@@ -67,6 +67,7 @@ class Verdict:
 
     @property
     def passed(self) -> bool:
+        """Whether the check passed, so its fast path may be used."""
         return self.status == "pass"
 
     @property
@@ -118,6 +119,7 @@ def tolerance_for(dtype: torch.dtype) -> float:
 
 
 def is_strict() -> bool:
+    """Whether a failed self-check raises: `strict_checks`' setting, else the LENS_INVERSION_STRICT variable."""
     value = _STRICT.get()
     if value is not None:
         return value
@@ -240,6 +242,7 @@ def forget(model) -> None:
 
 
 def cached_verdicts(model) -> list[Verdict]:
+    """The verdicts already measured and cached for `model` (empty when none)."""
     held = _VERDICTS.get(getattr(model, "model", model))
     return list(held[1].values()) if held else []
 

@@ -245,6 +245,7 @@ class Target:
         return index_positions(self.tokens, n_pos, f"In target {self}: token")
 
     def feature_indices(self, width: int) -> list[int]:
+        """Feature indices the target observes in an activation of `width` features."""
         return index_positions(self.features, width, f"In target {self}: feature")
 
     def extract(self, model, prompt, *, prepend_bos: bool = True) -> Activation:

@@ -164,14 +164,17 @@ class GradientPlan:
     generator: torch.Generator | None
 
     def embeds(self, var: Tensor) -> Tensor:
+        """The model's input embeddings: the fixed prefix, then `var` (through W_E for the direct method)."""
         e = var if self.method == "embedding" else self.table.from_token_space(var, self.columns)
         return torch.cat([self.prefix.expand(e.shape[0], -1, -1), e], dim=1)
 
     def outputs(self, embeds: Tensor) -> list[Tensor]:
+        """Each target's observed slice of a run on `embeds`."""
         capture = self.adapter.run(embeds=embeds, capture=[t.key for t in self.targets])
         return [t.select(capture[t.key]) for t in self.targets]
 
     def distance(self, embeds: Tensor, upto: int | None = None) -> Tensor:
+        """Per-row distance to the repeated target values, summed over targets (`upto`: positions <= upto only)."""
         outs, vals = self.outputs(embeds), list(self.repeated)
         if upto is not None:  # sequential: only the observed positions <= upto
             pairs = [_upto(t, o, v, embeds.shape[1], upto) for t, o, v in zip(self.targets, outs, vals, strict=True)]
@@ -324,10 +327,12 @@ class Decoded:
 
     @property
     def decoded(self) -> Tensor:
+        """[B] the decoded tokens' distance of each prompt's best restart."""
         return self.decoded_all.gather(1, self.best[:, None]).flatten()
 
     @property
     def distances(self) -> Tensor:
+        """[B] the continuous input's distance of each prompt's best restart."""
         return self.final.gather(1, self.best[:, None]).flatten()
 
 

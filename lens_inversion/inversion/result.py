@@ -61,6 +61,7 @@ class InversionVerdict:
 
     @property
     def verified(self) -> bool:
+        """Whether the status is "verified"."""
         return self.status == "verified"
 
     def __str__(self) -> str:

@@ -63,10 +63,12 @@ class TunedLens(nn.Module):
 
     @property
     def has_sublayers(self) -> bool:
+        """Whether the lens also translates each block's resid_mid."""
         return self.sublayer_translators is not None
 
     @property
     def model_name(self) -> str:
+        """The model named in the metadata ("" when none)."""
         return str(self.metadata.get("model", ""))
 
     def __repr__(self) -> str:

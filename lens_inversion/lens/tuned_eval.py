@@ -32,6 +32,7 @@ class HeldOutKL:
     tokens: int
 
     def to_dict(self) -> dict:
+        """The fields in a plain dict, for JSON."""
         return asdict(self)
 
     def __str__(self) -> str:

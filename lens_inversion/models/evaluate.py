@@ -43,6 +43,7 @@ class ModelReport:
 
     @property
     def perplexity(self) -> float:
+        """exp(loss): the held-out perplexity."""
         return float(torch.tensor(self.loss).exp())
 
     def __repr__(self) -> str:
@@ -125,6 +126,7 @@ def markdown(reports: list[ModelReport]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Evaluate the embedded models; print each report and the tables of docs/model.md."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=[n for n, p in EMBEDDED.items() if Path(p).exists()])
     parser.add_argument("--texts", type=int, default=200, help="number of held-out documents")

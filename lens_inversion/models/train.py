@@ -227,6 +227,7 @@ def train(cfg: TrainConfig, *, out: Path, untrained_out: Path | None, tokenizer_
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Train the embedded model of `--arch` (gpt2: tiny, llama: tiny-llama), save it and print its metadata."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", choices=["gpt2", "llama"], default="gpt2")
     parser.add_argument("--steps", type=int, default=TrainConfig.steps)
