@@ -118,7 +118,10 @@ def log_probs(logits: Cells) -> Cells:
     return _widened(logits).log_softmax(-1)
 
 
-def kl_divergence(reference_logits: Cells, logits: Cells) -> PerCell:
+Broadcastable = Float[Tensor, "*#cell d_vocab"]  # logits whose cell dimensions broadcast against each other
+
+
+def kl_divergence(reference_logits: Broadcastable, logits: Broadcastable) -> Float[Tensor, "*#cell"]:
     """KL(softmax(reference) ‖ softmax(logits)) in nats per cell; shapes broadcast."""
     log_p, log_q = log_probs(reference_logits), log_probs(logits)
     return (log_p.exp() * (log_p - log_q)).sum(-1)

@@ -9,11 +9,24 @@ bool or a float), a number option takes a finite real number (not a bool, NaN or
 import math
 import os
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import OptionError, PromptError
 
+F = TypeVar("F")
+
 SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 INT_MAX = 2**63 - 1  # any integer option: torch and C loops take signed 64-bit counts
+
+
+def validates_own_arguments(obj: "F") -> "F":
+    """Mark a function (or a class, for its __init__) that checks its own arguments with our typed errors.
+
+    Its annotations say what is valid; a wrong value is still answered by its own check (naming the
+    choices), not by a run-time type checker: the test suite's checker (tests/shape_checks.py) reads the mark.
+    """
+    obj.__validates_own_arguments__ = True
+    return obj
 
 
 def _is_one_of(value: object, choices: tuple) -> bool:

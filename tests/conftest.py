@@ -50,20 +50,3 @@ def tiny():
     import lens_inversion as li
 
     return li.load_model("tiny", device="cpu")
-
-
-# Tests that pass deliberately wrong values to check that they end in our own errors: the
-# run-time annotation checks (tests/shape_checks.py) are off for them, since our validation
-# lives inside the package and a wrong value reaching an annotated internal helper is the
-# point of the test, not an annotation bug.
-WRONG_VALUES_ON_PURPOSE = ("tests/reliability/test_option_fuzz.py", "tests/reliability/test_bad_inputs.py")
-
-
-@pytest.fixture(autouse=True)
-def _annotation_checks(request):
-    import jaxtyping
-
-    off = request.node.nodeid.startswith(WRONG_VALUES_ON_PURPOSE)
-    jaxtyping.config.update("jaxtyping_disable", off)
-    yield
-    jaxtyping.config.update("jaxtyping_disable", False)

@@ -20,7 +20,7 @@ from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.fast_paths import left_padding_verified
 from ..hooks.preserve import preserves_model
 from ..lens.token_stream import check_corpus
-from ..validation import check_bool, check_destination, check_int, check_seed, check_text
+from ..validation import check_bool, check_destination, check_int, check_seed, check_text, validates_own_arguments
 from .batches import CorpusBatch, Packing, PaddingSide, check_batching, corpus_batches
 from .distributed import joined
 from .engine import Loop, RunInfo, run_items
@@ -28,6 +28,7 @@ from .engine import Loop, RunInfo, run_items
 BATCH_BYTES = 128 * 2**20  # the float32 [rows, pos, d_vocab] logits of one batch stay below this
 
 
+@validates_own_arguments  # built from raw user values, then checked
 @dataclass(frozen=True, kw_only=True)
 class CorpusOptions:
     """How a corpus is read into batches; part of every checkpoint's configuration."""

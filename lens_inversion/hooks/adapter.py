@@ -206,7 +206,7 @@ class ModelAdapter:
         return float(scale)
 
     # ----- the lens ------------------------------------------------------------------
-    def final_norm(self, resid: Resid) -> Resid:
+    def final_norm(self, resid: Float[Tensor, "*cells d_model"]) -> Float[Tensor, "*cells d_model"]:
         """The model's final norm, with statistics recomputed on `resid` (identity without one: OpenAI GPT)."""
         norm = getattr(self.model, "_modules", {}).get("ln_final") if self.is_bridge else getattr(self.model, "ln_final", None)
         return resid if norm is None else norm(resid)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..bos import first_content_position, without_leading_bos
 from ..hooks import ModelAdapter, Site, adapter_for, preserves_model
 from ..hooks.execution import REUSE, PrefixState, run_after
-from ..validation import check_bool, check_choice, check_int, check_number, check_seed
+from ..validation import check_bool, check_choice, check_int, check_number, check_seed, validates_own_arguments
 from .candidates import ORDERS, Order, allowed_ids, order_candidates
 from .observed import Observed, as_targets, observe
 from .result import ExactTrace, InversionResult, PositionReport, exact_verdict, warn_unverified
@@ -357,6 +357,7 @@ def _end_tolerance(observed: Observed, tolerance: float) -> Tensor:
     return max(tolerance, END_RELATIVE_FLOOR) * norm + ABSOLUTE_TOLERANCE * observed.n_pos**0.5
 
 
+@validates_own_arguments  # built from raw user values, then checked
 @dataclass(frozen=True, kw_only=True)
 class ExactOptions:
     """Every option of an exact inversion, checked by `checked()` before the search starts.

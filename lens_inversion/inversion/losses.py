@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ..errors import LensInversionError, OptionError
-from ..validation import check_choice
+from ..validation import check_choice, validates_own_arguments
 
 LossName = Literal["l1", "l2", "cosine", "combined"]
 LOSSES = ("l1", "l2", "cosine", "combined")
@@ -39,6 +39,7 @@ def combined(output: Tensor, target: Tensor, *, alpha: float = 1.0, beta: float 
     return alpha * cosine(output, target) + beta * l1(output, target)
 
 
+@validates_own_arguments
 def loss_function(loss: "LossName | LossFn", *, alpha: float = 1.0, beta: float = 1.0) -> LossFn:
     """Resolve a loss name (or a user callable returning one value per sample)."""
     if callable(loss):

@@ -45,6 +45,7 @@ from ..validation import (
     check_number,
     check_seed,
     check_text,
+    validates_own_arguments,
 )
 from .token_stream import ChunkCount, check_corpus, token_chunks
 
@@ -59,6 +60,7 @@ MICRO_BATCH_BYTES = 128 * 2**20  # one float32 [tokens, d_vocab] tensor of a mic
 CHECKPOINT_FORMAT = "lens_inversion.tuned_lens.checkpoint"
 
 
+@validates_own_arguments  # built from raw user values, then checked
 @dataclass(frozen=True, kw_only=True)
 class TrainOptions:
     """Everything that fixes a trained tuned lens (recorded in its metadata and checkpoints)."""
