@@ -46,7 +46,7 @@ class LensEvaluation:
         return getattr(self, name)
 
     def to_dict(self) -> dict:
-        out = {name: self.metric(name).tolist() for name in METRICS}
+        out: dict[str, object] = {name: self.metric(name).tolist() for name in METRICS}
         out.update(lenses=self.lenses, rows=self.rows, row_lenses=self.row_lenses, tokens=self.tokens,
                    predicted=self.predicted, bytes=self.bytes, bytes_method=self.bytes_method,
                    run=self.run.to_dict(), checks=[str(v) for v in self.checks])

@@ -56,6 +56,7 @@ class CorpusOptions:
         return CorpusOptions(**{**self.__dict__, "seq_len": seq_len, "batch_size": rows})
 
     def batches(self, adapter: ModelAdapter, corpus):
+        assert self.seq_len is not None and self.batch_size is not None  # narrowing: called on `resolved` options
         return corpus_batches(adapter, corpus, packing=self.packing, seq_len=self.seq_len,
                               batch_size=self.batch_size, max_tokens=self.max_tokens,
                               padding_side=self.padding_side, text_key=self.text_key,

@@ -412,7 +412,7 @@ class ModelAdapter:
     def hook_name(self, site: Site, layer: int | None) -> str:
         return site_hook_name(site, layer)
 
-    def check_layer(self, layer: int, *, what: str = "layer") -> int:
+    def check_layer(self, layer: object, *, what: str = "layer") -> int:
         """Normalise a possibly negative layer index, or raise naming the valid range."""
         n = self.n_layers
         if not isinstance(layer, int) or isinstance(layer, bool):
