@@ -190,6 +190,8 @@ def preserves_model(fn: F) -> F:
             result = dataclasses.replace(result, checks=(*held, *(c for c in checks if c not in held)))
         return result
 
+    # A function attribute that inspect.signature reads; the wrapper keeps fn's call shape (plus
+    # strict=), which mypy cannot see through functools.wraps, so it is returned as fn's type F.
     wrapper.__signature__ = _with_strict(inspect.signature(fn))  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
 
