@@ -33,6 +33,7 @@ test: install-dev
 
 lint: install-dev
 	$(BIN)/ruff check .
+	$(BIN)/python -m mypy  # [tool.mypy] in pyproject.toml: the package, no errors
 
 docs: install-dev
 	NO_MKDOCS_2_WARNING=1 HF_HUB_OFFLINE=1 $(BIN)/mkdocs build --strict

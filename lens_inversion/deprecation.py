@@ -62,7 +62,8 @@ def renamed_options(**renames: "str | Rename") -> Callable:
         def wrapper(*args, **kwargs):
             return function(*args, **translate(function.__name__, kwargs, renames))
 
-        wrapper.__renamed_options__ = {old: _as_rename(spec).new for old, spec in renames.items()}
+        # a function attribute, read by docs/glossary.py
+        wrapper.__renamed_options__ = {old: _as_rename(spec).new for old, spec in renames.items()}  # type: ignore[attr-defined]
         return wrapper
 
     return decorate

@@ -88,7 +88,8 @@ class AblationResult:
             fig.add_hline(y=self.clean, line_dash="dot", annotation_text="clean")
             fig.update_layout(title=title, xaxis_title="features kept", yaxis_title=self.metric)
             return fig
-        z, colorbar = values, dict(title=self.metric)
+        z = values
+        colorbar: dict[str, object] = dict(title=self.metric)
         if log:
             z, ticks, labels = log_color_values(values)
             colorbar = dict(title=f"{self.metric} (log)", tickvals=ticks, ticktext=labels)

@@ -69,7 +69,7 @@ def prepare(model, prompt, *, include_bos: bool) -> Setup:
 def predict(adapter: ModelAdapter, tokens: Tensor) -> int:
     """The model's top next token after the prompt (one clean forward)."""
     with torch.no_grad():
-        return int(adapter.run(tokens, need_logits=True).logits[0, -1].argmax())
+        return int(adapter.run(tokens, need_logits=True).require_logits()[0, -1].argmax())
 
 
 @dataclass(frozen=True, kw_only=True)

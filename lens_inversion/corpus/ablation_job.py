@@ -126,6 +126,7 @@ class AblationCorpusResult:
         import plotly.graph_objects as go
 
         check_choice("kind", kind, PLOT_KINDS)
+        x: list[str] | list[int]
         if kind == "layers":
             z, x, x_title = self.mean_effect.T.tolist(), list(self.specs), "ablation"
         else:
@@ -142,7 +143,7 @@ class AblationCorpusResult:
         return fig
 
 
-def _check_specs(specs) -> tuple[str, ...]:
+def _check_specs(specs) -> tuple[SpecName, ...]:
     specs = (specs,) if isinstance(specs, str) else specs
     if not isinstance(specs, (list, tuple)) or not specs:
         raise OptionError(f"specs must be an ablation or a non-empty list of them from {SPECS}; got {specs!r}.")
@@ -175,6 +176,7 @@ def _check_target_layers(adapter, target, layers) -> tuple[Target, list[int]]:
         raise OptionError(f"layers must be None (every layer) or a non-empty list of layer indices; got {layers!r}.")
     chosen = [adapter.check_layer(lay) for lay in (range(adapter.n_layers) if layers is None else layers)]
     if len(set(chosen)) != len(chosen):
+        assert layers is not None  # narrowing: every layer of the model, listed once, has no repeats
         raise OptionError(f"layers lists a layer twice: {list(layers)!r}; give each once.")
     return Target.layerless(site, features=target.features), chosen
 
@@ -220,7 +222,7 @@ def _statistic(adapter, model, *, specs, sweep_options: dict, reference, include
     return step
 
 
-def _check_scalars(metric, include_bos, batch_size, seed) -> str:
+def _check_scalars(metric, include_bos, batch_size, seed) -> MetricName:
     """Check the plain options; return the metric (metric='loss' is the old spelling of 'cross_entropy')."""
     if metric == "loss":
         warn_renamed("loss", "cross_entropy", what="metric", stacklevel=6)

@@ -49,7 +49,7 @@ class LensEvaluation:
 
     def to_dict(self) -> dict:
         """Every metric as nested lists, with the labels, counts, run and self-check verdicts, for JSON."""
-        out = {name: self.metric(name).tolist() for name in METRICS}
+        out: dict[str, object] = {name: self.metric(name).tolist() for name in METRICS}
         out.update(lenses=self.lenses, rows=self.rows, row_lenses=self.row_lenses, tokens=self.tokens,
                    predicted=self.predicted, bytes=self.bytes, bytes_method=self.bytes_method,
                    run=self.run.to_dict(), checks=[str(v) for v in self.checks])

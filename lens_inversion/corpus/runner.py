@@ -59,6 +59,7 @@ class CorpusOptions:
 
     def batches(self, adapter: ModelAdapter, corpus):
         """An iterator of the corpus's CorpusBatch batches under these options."""
+        assert self.seq_len is not None and self.batch_size is not None  # narrowing: called on `resolved` options
         return corpus_batches(adapter, corpus, packing=self.packing, seq_len=self.seq_len,
                               batch_size=self.batch_size, max_tokens=self.max_tokens,
                               padding_side=self.padding_side, text_key=self.text_key,

@@ -363,7 +363,8 @@ def unit_scale_norm(adapter: ModelAdapter, slot: NormSlot) -> HookPlan:
     if not adapter.is_bridge:
         name = norm_hook_name(_ht_norm(slot), slot.layer, "scale")
         return HookPlan(writers=[(name, lambda x, hook: torch.ones_like(x))])
-    math, state = _norm_math(adapter, slot), {}
+    math = _norm_math(adapter, slot)
+    state: dict[str, Tensor] = {}  # the norm's input, stored by the reader hook
 
     def rescale(out, hook):
         value = math.affine_part(out) * math.scale(state["in"])
@@ -388,7 +389,8 @@ def freeze_norm(adapter: ModelAdapter, slot: NormSlot) -> HookPlan:
     if not adapter.is_bridge:
         name = norm_hook_name(_ht_norm(slot), slot.layer, "scale")
         return HookPlan(writers=[(name, lambda x, hook: x.detach())])
-    math, state = _norm_math(adapter, slot), {}
+    math = _norm_math(adapter, slot)
+    state: dict[str, Tensor] = {}  # the norm's input, stored by the reader hook
 
     def freeze(out, hook):
         s = math.scale(state["in"])

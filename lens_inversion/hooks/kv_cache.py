@@ -22,6 +22,7 @@ import warnings
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -84,7 +85,9 @@ class HFCache(CachedBackend):
         from transformers import DynamicCache
 
         self._cache_class = DynamicCache
-        forward = model.original_model.forward
+        original = model.original_model
+        assert isinstance(original, nn.Module)  # narrowing: an HF-booted bridge's transformers model (see backend_for)
+        forward = original.forward
         self.argument = "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
         self.can_layer = True
 
@@ -259,7 +262,8 @@ def _unwritten_cache(model: nn.Module, backend: HFCache) -> str:
     if known is None:
         from .preserve import preserved
 
-        tokens = ((torch.arange(2) * 7 + 3) % int(model.cfg.d_vocab))[None].to(next(model.parameters()).device)
+        cfg: Any = model.cfg  # the TransformerLens config (untyped), not a submodule
+        tokens = ((torch.arange(2) * 7 + 3) % int(cfg.d_vocab))[None].to(next(model.parameters()).device)
         try:
             with torch.no_grad(), preserved(model):
                 cache = backend._empty(model)

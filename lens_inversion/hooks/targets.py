@@ -92,7 +92,7 @@ class Target:
         'blocks.3.hook_resid_post[:, 1:, :2201]'
     """
 
-    site: "Site | str" = Site.RESID_POST  # a string is parsed into a Site in __post_init__
+    site: Site = Site.RESID_POST  # a string (Target(site="resid_post")) is parsed into a Site in __post_init__
     layer: int | None = None
     tokens: Index = field(default_factory=lambda: _FULL)
     features: Index = field(default_factory=lambda: _FULL)

@@ -5,6 +5,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Literal
 
 from jaxtyping import Float, Int
@@ -123,7 +124,8 @@ def gradient_verdict(decoded_gap: Tensor, scale: Tensor, relative: float) -> Inv
 def _outside_package() -> int:
     """The stacklevel, seen from our caller, of the first frame outside lens_inversion (the user's call)."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    frame, level = sys._getframe(2), 2  # level 1: warn_unverified, 2: its caller
+    frame: FrameType | None = sys._getframe(2)
+    level = 2  # level 1: warn_unverified, 2: its caller
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
         frame, level = frame.f_back, level + 1
     return level

@@ -59,7 +59,7 @@ def heldout_loss(model, texts: list[str], *, batch_size: int = 16) -> tuple[floa
     total, count = 0.0, 0
     for i in range(0, len(texts), batch_size):
         prompt = adapter.prompt(texts[i : i + batch_size])
-        logits = adapter.run(prompt.tokens, need_logits=True).logits[:, :-1]
+        logits = adapter.run(prompt.tokens, need_logits=True).require_logits()[:, :-1]
         target = prompt.tokens[:, 1:]
         valid = torch.arange(target.shape[1])[None] < (prompt.lengths[:, None] - 1)
         nll = metrics.cross_entropy(logits, target)  # [batch, pos - 1]
@@ -75,7 +75,7 @@ def greedy(model, text: str, *, n_tokens: int = 8) -> str:
     adapter = adapter_for(model)
     tokens = adapter.prompt(text).tokens
     for _ in range(n_tokens):
-        nxt = adapter.run(tokens, need_logits=True).logits[:, -1].argmax(-1, keepdim=True)
+        nxt = adapter.run(tokens, need_logits=True).require_logits()[:, -1].argmax(-1, keepdim=True)
         tokens = torch.cat([tokens, nxt], dim=1)
     return adapter.decode(tokens[0, -n_tokens:].tolist())
 
@@ -91,7 +91,7 @@ def lens_kl_per_layer(model, texts: list[str], *, batch_size: int = 16) -> list[
         prompt = adapter.prompt(texts[i : i + batch_size])
         cap = adapter.run(prompt.tokens, capture=[(Site.RESID_POST, layer) for layer in layers], need_logits=True)
         valid = torch.arange(prompt.pos)[None] < prompt.lengths[:, None]
-        final = cap.logits[valid]
+        final = cap.require_logits()[valid]
         for layer in layers:
             lens = adapter.lens_logits(cap[(Site.RESID_POST, layer)])[valid]
             sums[layer] += float(metrics.kl_divergence(final, lens).sum())

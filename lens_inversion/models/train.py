@@ -78,7 +78,8 @@ def pack(docs: list[str], tokenizer, *, n_ctx: int, fill: bool = True) -> tuple[
     """
     bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id
     encoded = tokenizer(docs, add_special_tokens=False)["input_ids"]
-    rows, row = [], []
+    rows: list[list[int]] = []
+    row: list[int] = []
     for ids in encoded:
         piece = [bos, *ids][:n_ctx]
         if len(row) + len(piece) > n_ctx:
@@ -104,17 +105,19 @@ def build_model(cfg: TrainConfig, tokenizer):
     ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                pad_token_id=tokenizer.pad_token_id)
     if cfg.arch == "gpt2":
-        hf_cfg = GPT2Config(
+        gpt2_cfg = GPT2Config(
             vocab_size=len(tokenizer), n_positions=cfg.n_ctx, n_embd=cfg.d_model, n_layer=cfg.n_layers,
             n_head=cfg.n_heads, n_inner=cfg.d_mlp, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **ids,
         )
-        return GPT2LMHeadModel(hf_cfg)
-    hf_cfg = LlamaConfig(
+        return GPT2LMHeadModel(gpt2_cfg)
+    # transformers 5 spells RoPE settings `rope_parameters` (a legacy `rope_theta=` is converted to this)
+    llama_cfg = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp * 2 // 3,
         num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads,
-        max_position_embeddings=cfg.n_ctx, rope_theta=10000.0, tie_word_embeddings=False, **ids,
+        max_position_embeddings=cfg.n_ctx, rope_parameters={"rope_theta": 10000.0, "rope_type": "default"},
+        tie_word_embeddings=False, **ids,
     )
-    return LlamaForCausalLM(hf_cfg)
+    return LlamaForCausalLM(llama_cfg)
 
 
 @torch.no_grad()
