@@ -153,7 +153,7 @@ def rank(logits: Cells, tokens: Int[Tensor, "*cell"]) -> Int[Tensor, "*cell"]:
     return (logits > token_logit(logits, tokens)[..., None]).sum(-1) + 1
 
 
-def top1_agreement(logits: Cells, reference_logits: Cells) -> Float[Tensor, "*cell"]:
+def top1_agreement(logits: Broadcastable, reference_logits: Broadcastable) -> Float[Tensor, "*#cell"]:
     """1.0 where both cells' most likely token is the same, else 0.0."""
     return (logits.argmax(-1) == reference_logits.argmax(-1)).float()
 

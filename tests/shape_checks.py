@@ -5,12 +5,14 @@ import hook decorates each function and dataclass of the package with `jaxtyped(
 so the shapes and dtypes of `Float[Tensor, "..."]` annotations are checked on every call. `checked`
 is beartype with PEP 484's numeric tower (an `int` is a valid `float`) and one rule:
 
-- every parameter and every return value must match its annotation, except
-- the parameters of a function that validates its own arguments: a public entry point (exported
-  by `lens_inversion`, or a public method of an exported class) or one marked with
-  `validation.validates_own_arguments`. A wrong value there is the user's, and the function's own
-  check must answer it with our typed error naming the valid choices (the reliability tests pass
-  such values on purpose); beartype's message would hide that answer.
+- every parameter and every return value must match its annotation;
+- except that a wrong argument may reach a function that answers it itself: run unchecked, the
+  function must raise one of our typed errors (`LensInversionError`: an OptionError naming the
+  valid choices, a TargetError, ...), and that error is what the caller gets. This is how public
+  entry points treat a user's wrong value (the reliability tests pass such values on purpose).
+  If the function does not answer with our error, the type violation is raised.
+- plan objects built from raw values and checked afterwards (`validation.validates_own_arguments`)
+  are not checked on construction.
 """
 
 import functools
@@ -19,6 +21,7 @@ import random
 import sys
 
 import beartype
+import jaxtyping
 from beartype.roar import BeartypeCallHintParamViolation
 
 _CONF = beartype.BeartypeConf(is_pep484_tower=True)
@@ -36,25 +39,56 @@ def checked(function, *args, **kwargs):
         state = random.getstate()  # beartype samples container items with `random`: the
         try:  # tests check that our calls leave the Python generator untouched
             return inner(*call_args, **call_kwargs)
-        except BeartypeCallHintParamViolation:
-            if not _validates_own_arguments(*where):
-                raise
+        except BeartypeCallHintParamViolation as violation:
+            if _marked(*where):
+                return None  # the stand-in returns nothing; jaxtyping then runs the real function
+            _answer_or_raise(violation, where, call_args, call_kwargs)
         finally:
             random.setstate(state)
-        return function(*call_args, **call_kwargs)  # the stand-in, unchecked; then the real function runs
 
     return guarded
 
 
+def _answer_or_raise(violation: Exception, where: tuple[str, str], args: tuple, kwargs: dict) -> None:
+    """Raise the typed error the real function answers these arguments with, else the violation."""
+    from lens_inversion.errors import LensInversionError
+
+    found = _resolve(*where)
+    if found is None:  # a nested function or a lambda: nothing to run it as
+        raise violation
+    real = inspect.unwrap(found)  # jaxtyping's decorator is the innermost: this is the unchecked body
+    try:  # (the calls it makes are still checked)
+        real(*args, **kwargs)
+    except LensInversionError as answer:
+        raise _passed_through(answer) from None
+    except Exception:
+        raise violation from None
+    raise violation
+
+
+def _passed_through(error: Exception) -> Exception:
+    """`error` as an instance of its own class that jaxtyping re-raises untouched (an AnnotationError too).
+
+    jaxtyping turns any other exception from its parameter check into a TypeCheckError; the caller must
+    get our typed error itself (`pytest.raises(OptionError)` still matches, the message is the same).
+    """
+    kind = _pass_through_class(type(error))
+    copy = kind.__new__(kind)
+    copy.__dict__.update(error.__dict__)
+    copy.args = error.args
+    return copy
+
+
 @functools.cache
-def _validates_own_arguments(module: str, qualname: str) -> bool:
-    """Whether the function `module.qualname` is a public entry point or marked as validating its arguments."""
+def _pass_through_class(kind: type) -> type:
+    return type(kind.__name__, (kind, jaxtyping.AnnotationError), {"__module__": kind.__module__, "__qualname__": kind.__qualname__})
+
+
+@functools.cache
+def _marked(module: str, qualname: str) -> bool:
+    """Whether `module.qualname` is the __init__ of a class marked with `validates_own_arguments`."""
     owner, _, name = qualname.rpartition(".")
-    obj = _resolve(module, qualname)
-    cls = _resolve(module, owner) if owner else None
-    if getattr(obj, "__validates_own_arguments__", False) or (name == "__init__" and getattr(cls, "__validates_own_arguments__", False)):
-        return True
-    return (module, qualname) in _entry_points()
+    return name == "__init__" and getattr(_resolve(module, owner), "__validates_own_arguments__", False)
 
 
 def _resolve(module: str, qualname: str):
@@ -62,20 +96,3 @@ def _resolve(module: str, qualname: str):
     for part in qualname.split("."):
         obj = getattr(obj, part, None)
     return obj
-
-
-@functools.cache
-def _entry_points() -> frozenset[tuple[str, str]]:
-    """(module, qualname) of every exported function and every public method (and __init__) of an exported class."""
-    import lens_inversion
-
-    found = set()
-    for name in lens_inversion.__all__:
-        obj = getattr(lens_inversion, name)
-        members = [obj] if not inspect.isclass(obj) else [
-            m for attr, m in vars(obj).items() if callable(m) and (not attr.startswith("_") or attr == "__init__")
-        ] + [getattr(m, "__func__", None) for m in vars(obj).values() if isinstance(m, (classmethod, staticmethod))]
-        for member in members:
-            if member is not None:
-                found.add((member.__module__, inspect.unwrap(member).__qualname__))
-    return frozenset(found)

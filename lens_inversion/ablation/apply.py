@@ -173,8 +173,16 @@ def spec_plan(adapter: ModelAdapter, spec: Spec) -> ah.HookPlan:
         return _ablate_plan(adapter, spec)
     if isinstance(spec, TruncateWidth):
         return _truncate_plan(adapter, spec)
-    names = ", ".join(t.__name__ for t in SPEC_TYPES)
-    raise OptionError(f"Not an ablation spec: {spec!r} ({type(spec).__name__}); use one of {names}.")
+    check_specs((spec,))
+    raise AssertionError("unreachable: check_specs refused it")
+
+
+def check_specs(specs: tuple) -> None:
+    """OptionError naming the spec classes for anything in `specs` that is not an ablation spec."""
+    for spec in specs:
+        if not isinstance(spec, SPEC_TYPES):
+            names = ", ".join(t.__name__ for t in SPEC_TYPES)
+            raise OptionError(f"Not an ablation spec: {spec!r} ({type(spec).__name__}); use one of {names}.")
 
 
 def compile_specs(adapter: ModelAdapter, specs: Sequence[Spec]) -> tuple[list, list[list[int]]]:

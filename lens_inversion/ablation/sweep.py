@@ -382,14 +382,14 @@ def _legacy_target(kwargs: dict) -> tuple[dict, list | None]:
     out = dict(kwargs)
     if out.get("metric") == "loss":
         out["metric"] = "cross_entropy"
-        warn_renamed("loss", "cross_entropy", what="metric", stacklevel=4)
+        warn_renamed("loss", "cross_entropy", what="metric")
     given = [name for name in _LEGACY if name in out]
     if not given:
         return out, None
     if "target" in out:
         raise OptionError(f"ablation_sweep() got target= and the old {', '.join(g + '=' for g in given)}; give only target=.")
     for name in given:
-        warn_renamed(name, "target", note="a Target or its string form, e.g. 'resid_post[:, 1:, :64]'", stacklevel=4)
+        warn_renamed(name, "target", note="a Target or its string form, e.g. 'resid_post[:, 1:, :64]'")
     features = out.pop("features", slice(None))
     _check_index(features, "feature")
     positions = _as_list("positions", out.pop("positions", None))

@@ -225,7 +225,7 @@ def _statistic(adapter, model, *, specs, sweep_options: dict, reference, include
 def _check_scalars(metric, include_bos, batch_size, seed) -> MetricName:
     """Check the plain options; return the metric (metric='loss' is the old spelling of 'cross_entropy')."""
     if metric == "loss":
-        warn_renamed("loss", "cross_entropy", what="metric", stacklevel=6)
+        warn_renamed("loss", "cross_entropy", what="metric")
         metric = "cross_entropy"
     check_choice("metric", metric, METRICS)
     check_bool("include_bos", include_bos)

@@ -31,8 +31,10 @@ _SPLIT_READOUT_COMPONENTS = ("mlm_head", "project_out", "hc_head", "sigma_map", 
 
 
 def unwrap_model(model) -> nn.Module:
-    """The nn.Module behind a model or a ModelAdapter."""
-    return model.model if isinstance(model, ModelAdapter) else model
+    """The TransformerLens model behind a model or a ModelAdapter; UnsupportedModelError for anything else."""
+    inner = model.model if isinstance(model, ModelAdapter) else model
+    check_model(inner)
+    return inner
 
 
 def check_model(model) -> str:

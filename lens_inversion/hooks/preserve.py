@@ -172,15 +172,14 @@ def preserves_model(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(model, *args, strict: object = False, **kwargs):  # validated below, so any value reaches the check
-        from .adapter import check_model, unwrap_model
+        from .adapter import unwrap_model
         from .selfcheck import recording, strict_checks
 
         if not isinstance(strict, bool):
             from ..errors import OptionError
 
             raise OptionError(f"strict={strict!r} is not valid; choose True or False.")
-        inner = unwrap_model(model)
-        check_model(inner)  # a clear UnsupportedModelError before anything touches it
+        inner = unwrap_model(model)  # a clear UnsupportedModelError before anything touches it
         with model_lock(inner), unchanged(), torch.inference_mode(False), torch.enable_grad(), \
                 strict_checks(True if strict else None), preserved(inner), recording() as checks:
             result = fn(model, *args, **kwargs)

@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ..callsite import user_stacklevel
 from ..errors import LensInversionError
 
 # "unsupported": the fast path cannot run on this architecture (its probe raised), so the
@@ -209,7 +210,7 @@ def _announce(verdict: Verdict, fallback: bool) -> None:
     )
     if is_strict():
         raise SelfCheckError(message)
-    warnings.warn(message, SelfCheckWarning, stacklevel=4)
+    warnings.warn(message, SelfCheckWarning, stacklevel=user_stacklevel())
 
 
 def verdict(adapter, name: str, description: str, probe: Probe, *, fallback: bool = True, force: bool = False) -> Verdict:

@@ -4,6 +4,7 @@ import contextlib
 import operator
 import re
 from dataclasses import dataclass, field
+from typing import SupportsIndex
 
 import torch
 from jaxtyping import Float
@@ -59,12 +60,13 @@ def _check_index(index: Index, what: str) -> Index:
     return index
 
 
-def index_positions(index: Index, size: int, what: str) -> list[int]:
+def index_positions(index: "Index | SupportsIndex", size: int, what: str) -> list[int]:  # NumPy integers too
     """The concrete indices an int or slice selects from `size` items (NumPy semantics)."""
     if not isinstance(index, (int, slice)) and hasattr(type(index), "__index__"):
         with contextlib.suppress(TypeError):  # NumPy and 0-d tensor integers
             index = operator.index(index)
     _check_index(index, what)
+    assert isinstance(index, (int, slice))  # narrowing: _check_index refused anything else
     if isinstance(index, int):
         if not -size <= index < size:
             raise TargetError(f"{what} index {index} is out of range for size {size} (valid: {-size}..{size - 1}).")

@@ -25,7 +25,7 @@ from ..deprecation import Rename, invert_bool, renamed_options
 from ..errors import OptionError, PromptError
 from ..hooks import ModelAdapter, Target, adapter_for, preserves_model
 from ..hooks.targets import index_positions
-from ..validation import check_bool, check_choice, check_int, check_number, check_seed
+from ..validation import check_bool, check_choice, check_int, check_number, check_seed, validates_own_arguments
 from .decode import DECODINGS, EmbeddingTable, allowed_mask, embedding_scores, mask_scores
 from .losses import LossFn, LossName, loss_function, tensor_sum, total_distance
 from .observed import as_targets, observe
@@ -42,6 +42,7 @@ MAX_RESTARTS = 4096  # restarts run side by side in the batch axis: a memory bou
 VERDICT_RELATIVE_TOLERANCE = 1e-4  # the exact search's default tolerance, so both verdicts mean the same
 
 
+@validates_own_arguments  # built from raw user values, then checked
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class GradientOptions:
     """Every option of a gradient inversion, checked by `checked()` before anything runs.

@@ -17,6 +17,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from ..callsite import user_stacklevel
 from ..errors import OptionError, UnsupportedModelError
 from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.fingerprint import fingerprints_match, unembed_fingerprint, unembed_hash
@@ -224,7 +225,7 @@ class TunedLens(nn.Module):
             warnings.warn(
                 "The model's unembedding hash does not match the tuned lens's recorded unembed_hash; "
                 "the lens may have been trained for another model (or another precision of it).",
-                LensMismatchWarning, stacklevel=3,
+                LensMismatchWarning, stacklevel=user_stacklevel(),
             )
 
     def bind(self, model) -> "TunedLens":
