@@ -1,6 +1,6 @@
-"""The run-time checker the test suite wraps every lens_inversion function with.
+"""The run-time checker `make test-strict` wraps every lens_inversion function with.
 
-pyproject's addopts pass `--jaxtyping-packages=lens_inversion,shape_checks.checked`: jaxtyping's
+`make test-strict` passes `--jaxtyping-packages=lens_inversion,shape_checks.checked`: jaxtyping's
 import hook decorates each function and dataclass of the package with `jaxtyped(typechecker=checked)`,
 so the shapes and dtypes of `Float[Tensor, "..."]` annotations are checked on every call. `checked`
 is beartype with PEP 484's numeric tower (an `int` is a valid `float`) and one rule:

@@ -48,7 +48,7 @@ def _format_index(index: Index) -> str:
     return text + (f":{index.step}" if index.step is not None else "")
 
 
-def _check_index(index: Index, what: str) -> Index:
+def _check_index(index: object, what: str) -> Index:
     if isinstance(index, bool) or not isinstance(index, (int, slice)):
         raise TargetError(f"{what} must be an int or a slice; got {index!r}.")
     if isinstance(index, slice):

@@ -245,7 +245,8 @@ CASES = [
         OPT,
         ["widths must be", rf"\[{D_MODEL + 1}\]", rf"\[0, {D_MODEL}\]"],
     ),
-    ("sweep-site-logits", with_old_spelling(lambda m: _sweep(m, site="logits")), OPT, ["cannot be ablated", "'logits'", "resid_pre, resid_mid"]),
+    ("sweep-site-logits", with_old_spelling(lambda m: _sweep(m, site="logits")), OPT,
+     ["cannot be ablated", "'logits'", "resid_pre, resid_mid"]),
     # ----- tokens to allow ----------------------------------------------------------------
     ("exact-allowed-empty", lambda m: _exact(m, allowed_tokens=[]), OPT, ["allowed_tokens is empty", "empty", "at least one token"]),
     (
