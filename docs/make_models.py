@@ -202,6 +202,7 @@ def render(lanes: "dict | list[dict]") -> str:
 
 
 def main(argv=None) -> int:
+    """Render docs/models.md from the matrix results JSON (one file per lane); return the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="*", help="one results JSON per lane (default: $LI_MATRIX_JSON, else "
                         "every .pytest_cache/li-matrix/matrix-tl*.json)")

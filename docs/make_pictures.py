@@ -18,6 +18,7 @@ PROMPT = "The sky is blue. The grass is green. The sun is"
 
 
 def chromium() -> str:
+    """The path of a Chromium executable on PATH; exit with an install hint when there is none."""
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if path := shutil.which(name):
             return path
@@ -25,6 +26,7 @@ def chromium() -> str:
 
 
 def screenshot(html: Path, png: Path, *, width: int, height: int) -> None:
+    """Screenshot `html` into `png` at `width` × `height` pixels with headless Chromium."""
     subprocess.run(
         [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
          f"--window-size={width},{height}", "--virtual-time-budget=10000", f"--screenshot={png.resolve()}",
@@ -47,6 +49,7 @@ def corpus_picture(model, tmp: Path, out: Path) -> None:
 
 
 def main() -> None:
+    """Render every picture of the README and the docs from the embedded model into `--out`."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=IMG)
     args = parser.parse_args()

@@ -87,6 +87,8 @@ _EXPORTS = {
     "visualize_feature": ".inversion",
 }
 
+# bandwidth, faithfulness and logit_lens are named like their own modules and come from them:
+# through the subpackage, mypy binds the module instead (the packages import each other).
 if TYPE_CHECKING:  # pragma: no cover
     from .ablation import (
         Ablate,
@@ -99,9 +101,10 @@ if TYPE_CHECKING:  # pragma: no cover
         ZeroComponent,
         ablated,
         ablation_sweep,
-        bandwidth,
     )
-    from .attribution import AttributionResult, FaithfulnessResult, attribute, faithfulness
+    from .ablation.bandwidth import bandwidth
+    from .attribution import AttributionResult, FaithfulnessResult, attribute
+    from .attribution.faithfulness import faithfulness
     from .corpus import (
         AblationCorpusResult,
         AttributionCorpusResult,
@@ -144,8 +147,9 @@ if TYPE_CHECKING:  # pragma: no cover
         orthogonal_walk,
         visualize_feature,
     )
-    from .lens import LogitLensResult, logit_lens
+    from .lens import LogitLensResult
     from .lens.compare import LensComparison, compare_lenses
+    from .lens.logit_lens import logit_lens
     from .lens.trained import fit_jacobian_lens, load_lens
     from .lens.trajectory import token_trajectory
     from .lens.trajectory_result import TokenTrajectoryResult

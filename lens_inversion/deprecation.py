@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from .callsite import user_stacklevel
 from .errors import OptionError
 
 REMOVED_IN = "0.3"  # the release that drops the old spellings
@@ -29,17 +30,17 @@ def _as_rename(value: "str | Rename") -> Rename:
     return Rename(value) if isinstance(value, str) else value
 
 
-def warn_renamed(old: str, new: str, *, what: str = "option", note: str = "", stacklevel: int = 3) -> None:
-    """Warn that `old` is spelled `new` now (DeprecationWarning, attributed to the caller)."""
+def warn_renamed(old: str, new: str, *, what: str = "option", note: str = "") -> None:
+    """Warn that `old` is spelled `new` now (DeprecationWarning, attributed to the user's line)."""
     extra = f" ({note})" if note else ""
     warnings.warn(
         f"The {what} {old!r} is renamed {new!r}{extra}; {old!r} stops working in lens_inversion {REMOVED_IN}.",
         DeprecationWarning,
-        stacklevel=stacklevel,
+        stacklevel=user_stacklevel(),
     )
 
 
-def translate(function_name: str, kwargs: dict, renames: "dict[str, str | Rename]", *, stacklevel: int = 4) -> dict:
+def translate(function_name: str, kwargs: dict, renames: "dict[str, str | Rename]") -> dict:
     """`kwargs` with every old keyword replaced by its new one (warned); both spellings is an error."""
     out = dict(kwargs)
     for old, spec in renames.items():
@@ -50,7 +51,7 @@ def translate(function_name: str, kwargs: dict, renames: "dict[str, str | Rename
             raise OptionError(f"{function_name}() got both {old}= (old spelling) and {rename.new}=; give only {rename.new}=.")
         value = out.pop(old)
         out[rename.new] = rename.convert(value) if rename.convert else value
-        warn_renamed(old, rename.new, note=rename.note, stacklevel=stacklevel)
+        warn_renamed(old, rename.new, note=rename.note)
     return out
 
 
@@ -62,7 +63,8 @@ def renamed_options(**renames: "str | Rename") -> Callable:
         def wrapper(*args, **kwargs):
             return function(*args, **translate(function.__name__, kwargs, renames))
 
-        wrapper.__renamed_options__ = {old: _as_rename(spec).new for old, spec in renames.items()}
+        # a function attribute, read by docs/glossary.py
+        wrapper.__renamed_options__ = {old: _as_rename(spec).new for old, spec in renames.items()}  # type: ignore[attr-defined]
         return wrapper
 
     return decorate
@@ -72,7 +74,7 @@ def renamed_field(old: str, new: str) -> property:
     """A read-only property `old` that returns `self.new` and warns (for result dataclasses)."""
 
     def getter(self):
-        warn_renamed(old, new, what="field", stacklevel=3)
+        warn_renamed(old, new, what="field")
         return getattr(self, new)
 
     return property(getter, doc=f"Deprecated: use `{new}`.")

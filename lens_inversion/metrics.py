@@ -36,6 +36,7 @@ class Normalizer(NamedTuple):
 
     @property
     def lse(self) -> Tensor:
+        """logsumexp(z) in one tensor: m + log_s."""
         return self.m + self.log_s
 
     def log_prob(self, z_token: Tensor) -> Tensor:
@@ -117,7 +118,10 @@ def log_probs(logits: Cells) -> Cells:
     return _widened(logits).log_softmax(-1)
 
 
-def kl_divergence(reference_logits: Cells, logits: Cells) -> PerCell:
+Broadcastable = Float[Tensor, "*#cell d_vocab"]  # logits whose cell dimensions broadcast against each other
+
+
+def kl_divergence(reference_logits: Broadcastable, logits: Broadcastable) -> Float[Tensor, "*#cell"]:
     """KL(softmax(reference) ‖ softmax(logits)) in nats per cell; shapes broadcast."""
     log_p, log_q = log_probs(reference_logits), log_probs(logits)
     return (log_p.exp() * (log_p - log_q)).sum(-1)
@@ -149,7 +153,7 @@ def rank(logits: Cells, tokens: Int[Tensor, "*cell"]) -> Int[Tensor, "*cell"]:
     return (logits > token_logit(logits, tokens)[..., None]).sum(-1) + 1
 
 
-def top1_agreement(logits: Cells, reference_logits: Cells) -> Float[Tensor, "*cell"]:
+def top1_agreement(logits: Broadcastable, reference_logits: Broadcastable) -> Float[Tensor, "*#cell"]:
     """1.0 where both cells' most likely token is the same, else 0.0."""
     return (logits.argmax(-1) == reference_logits.argmax(-1)).float()
 

@@ -1,5 +1,6 @@
 """`li.report(model, prompt, path=...)`: every capability on one prompt, in one offline HTML file."""
 
+import functools
 import html
 import time
 from collections.abc import Callable, Sequence
@@ -196,7 +197,7 @@ def _inversion_rows(step: _Steps, model, prompt: str, layers: list[int], **optio
             o = _inversion_options(method, **options)
             result = step(
                 f"inversion (block {layer}, {method})",
-                lambda t=target, m=method, o=o: invert(model, prompt, target=t, method=m, progress=False, **o),
+                functools.partial(invert, model, prompt, target=target, method=method, progress=False, **o),
             )
             rows.append(InversionRow(layer=layer, method=method, result=result))
     return tuple(rows)
@@ -229,7 +230,7 @@ def _run(plan: _Plan, step: _Steps, model, adapter, prompt: str) -> ReportResult
     comparison = step("trained lenses", lambda: compare_lenses(model, prompt, lenses=plan.trained)
                       if plan.trained and lens_final is not None else None)
     attributions = {
-        method: step(f"attribution ({method})", lambda m=method: attribute(model, prompt, method=m, progress=False))
+        method: step(f"attribution ({method})", functools.partial(attribute, model, prompt, method=method, progress=False))
         for method in ATTRIBUTION_METHODS
     }
     refusal = _token_table_refusal(adapter)
@@ -336,7 +337,8 @@ def _write(result: ReportResult, adapter, title: str | None) -> Path:
 
 
 def _lens_sections(page: ReportBuilder, result: ReportResult) -> None:
-    final = result.lens_final
+    final, lens_input = result.lens_final, result.lens_input
+    assert final is not None and lens_input is not None  # narrowing: both are shown only when the lens ran
     page.heading(
         "Logit lens against the final output",
         note="Each row decodes one residual stream with the model's final norm (recomputed on that row) and "
@@ -351,8 +353,8 @@ def _lens_sections(page: ReportBuilder, result: ReportResult) -> None:
         note="KL(input ‖ row), where 'input' is the lens's own distribution on the embedding row, and the "
         "rank of the input token at each position: how long each layer still carries its own token.",
     )
-    page.figure(result.lens_input.plot(metric="kl"))
-    page.figure(result.lens_input.plot(metric="rank"))
+    page.figure(lens_input.plot(metric="kl"))
+    page.figure(lens_input.plot(metric="rank"))
     _trained_lens_section(page, result.lens_comparison)
 
 

@@ -9,11 +9,24 @@ bool or a float), a number option takes a finite real number (not a bool, NaN or
 import math
 import os
 from pathlib import Path
+from typing import TypeGuard, TypeVar
 
 from .errors import OptionError, PromptError
 
+F = TypeVar("F")
+
 SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 INT_MAX = 2**63 - 1  # any integer option: torch and C loops take signed 64-bit counts
+
+
+def validates_own_arguments(obj: "F") -> "F":
+    """Mark a function (or a class, for its __init__) that checks its own arguments with our typed errors.
+
+    Its annotations say what is valid; a wrong value is still answered by its own check (naming the
+    choices), not by a run-time type checker: the test suite's checker (tests/shape_checks.py) reads the mark.
+    """
+    setattr(obj, "__validates_own_arguments__", True)  # noqa: B010 (a mark on any object, typed or not)
+    return obj
 
 
 def _is_one_of(value: object, choices: tuple) -> bool:
@@ -46,7 +59,7 @@ def check_bool(name: str, value: object, *, allow_none: bool = False) -> None:
         raise OptionError(f"{name}={value!r} is not valid; choose one of: {listed} ({name} must be {allowed}).")
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -109,10 +122,12 @@ def check_number(name: str, value: object, *, low: float | None = None, high: fl
     """
     if value is None and allow_none:
         return
-    real = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = real and abs(value) <= INT_MAX
-    if ok and _in_bounds(float(value), low, high, low_open, high_open):
-        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        real = ok = False
+    else:
+        real, ok = True, abs(value) <= INT_MAX
+        if ok and _in_bounds(float(value), low, high, low_open, high_open):
+            return
     alt = "" if not allow_none else (f" or None ({none_means})" if none_means else " or None")
     size = " of magnitude at most 2**63 - 1" if real and not ok else ""
     raise OptionError(f"{name} must be a finite number{size}{_bounds(low, high, low_open, high_open)}{alt}; got {value!r}.")

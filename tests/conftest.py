@@ -10,6 +10,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)  # pytest -n 2 runs two workers on two cores
 
 MODELS = available_models()
+
+# A fast path that fails its self-check fails the test that used it. Under LI_STRICT_TESTS=1
+# (`make test-strict`, which also turns on the run-time shape checks of tests/shape_checks.py),
+# our other warnings fail a test that did not expect them too. They are added here, not in
+# pyproject's filterwarnings: pytest imports a category named there before jaxtyping's import
+# hook is installed, and an already-imported lens_inversion cannot be shape-checked.
+OUR_WARNINGS = ("lens_inversion.hooks.selfcheck.SelfCheckWarning",)
+STRICT_WARNINGS = ("lens_inversion.inversion.result.InversionWarning", "lens_inversion.lens.tuned.LensMismatchWarning")
+
+
+def pytest_configure(config):
+    strict = os.environ.get("LI_STRICT_TESTS") == "1"
+    for category in OUR_WARNINGS + (STRICT_WARNINGS if strict else ()):
+        config.addinivalue_line("filterwarnings", f"error::{category}")
+
+
 GPT2_MODELS = tuple(m for m in MODELS if m.startswith("gpt2"))
 
 

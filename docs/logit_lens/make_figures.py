@@ -26,10 +26,12 @@ PROMPTS = {"sky": "The sky is blue.", "plasma": "Plasma glows in the dark. Plasm
 
 
 def show(token: str) -> str:
+    """Make whitespace visible (␣, ↵) and escape `$`, so matplotlib draws the token literally."""
     return token.replace(" ", "␣").replace("\n", "↵").replace("$", r"\$")
 
 
 def draw(lens, metric: str, path: Path) -> None:
+    """Draw one lens grid coloured by `metric` ("kl" or "rank"), each cell's top-1 token written in, as a PNG at `path`."""
     values = getattr(lens, metric).numpy()
     n_rows, n_cols = values.shape
     if metric == "rank":
@@ -66,6 +68,7 @@ def draw(lens, metric: str, path: Path) -> None:
 
 
 def main() -> None:
+    """Write the KL and rank pictures of every prompt, against the final and the input tokens, next to this script."""
     torch.set_num_threads(1)
     model = li.load_model("tiny")
     for name, text in PROMPTS.items():

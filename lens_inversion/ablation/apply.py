@@ -106,6 +106,7 @@ def replace_values(x: Tensor, batch: list[int], positions: list[int], features: 
 
 
 def _ablate_plan(adapter: ModelAdapter, spec: Ablate) -> ah.HookPlan:
+    assert isinstance(spec.target, Target)  # narrowing: Ablate.__post_init__ parsed it
     target = spec.target.resolve(adapter)
     features = target.feature_indices(adapter.d_model)
     fi = torch.tensor(features, device=adapter.device)
@@ -117,6 +118,7 @@ def _ablate_plan(adapter: ModelAdapter, spec: Ablate) -> ah.HookPlan:
     def rewrite(x: Tensor) -> Tensor:
         batch = index_positions(target.batch, x.shape[0], f"In {spec!r}: batch")
         positions = target.token_positions(x.shape[1])
+        values: float | Tensor
         if spec.mode == "zero":
             values = 0.0
         elif spec.mode == "mean":
@@ -134,6 +136,7 @@ def _truncate_plan(adapter: ModelAdapter, spec: TruncateWidth) -> ah.HookPlan:
         layers = [None] if value is Site.EMBED else list(range(adapter.n_layers))
         targets = [Target(site=value, layer=lay) for lay in layers]
     else:
+        assert isinstance(value, Target)  # narrowing: TruncateWidth.__post_init__ parsed a string
         targets = [value.resolve(adapter)]
     dropped = list(range(min(spec.keep, adapter.d_model), adapter.d_model))
     plan = ah.HookPlan()
@@ -170,8 +173,16 @@ def spec_plan(adapter: ModelAdapter, spec: Spec) -> ah.HookPlan:
         return _ablate_plan(adapter, spec)
     if isinstance(spec, TruncateWidth):
         return _truncate_plan(adapter, spec)
-    names = ", ".join(t.__name__ for t in SPEC_TYPES)
-    raise OptionError(f"Not an ablation spec: {spec!r} ({type(spec).__name__}); use one of {names}.")
+    check_specs((spec,))
+    raise AssertionError("unreachable: check_specs refused it")
+
+
+def check_specs(specs: tuple) -> None:
+    """OptionError naming the spec classes for anything in `specs` that is not an ablation spec."""
+    for spec in specs:
+        if not isinstance(spec, SPEC_TYPES):
+            names = ", ".join(t.__name__ for t in SPEC_TYPES)
+            raise OptionError(f"Not an ablation spec: {spec!r} ({type(spec).__name__}); use one of {names}.")
 
 
 def compile_specs(adapter: ModelAdapter, specs: Sequence[Spec]) -> tuple[list, list[list[int]]]:
@@ -184,7 +195,8 @@ def compile_specs(adapter: ModelAdapter, specs: Sequence[Spec]) -> tuple[list, l
             plans.append(spec_plan(adapter, spec))
         except LensInversionError as error:
             raise type(error)(f"In {spec!r}: {error}") from None
-    pairs, owners = [], [[] for _ in specs]
+    pairs: list[ah.HookPair] = []
+    owners: list[list[int]] = [[] for _ in specs]
     for part in ("fixes", "writers", "readers"):
         for index, plan in enumerate(plans):
             for pair in getattr(plan, part):

@@ -114,7 +114,9 @@ def _recovery(adapter, prompt, target: Target, widths: list[int]) -> list[float]
             continue
         sliced = Target(site=target.site, layer=target.layer, tokens=target.tokens, features=slice(None, width))
         result = invert_fn(adapter.model, prompt, target=sliced, method="exact", progress=False)
-        scores.append(float(result.token_accuracy))
+        accuracy = result.token_accuracy
+        assert accuracy is not None  # narrowing: a prompt was inverted, so its true tokens are known
+        scores.append(float(accuracy))
     return scores
 
 

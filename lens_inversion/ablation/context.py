@@ -8,7 +8,7 @@ from ..errors import HookNeverFiredError, ReusedContextError
 from ..hooks.adapter import adapter_for, unwrap_model
 from ..hooks.interventions import attached
 from ..hooks.preserve import bridge_wiring_restored, model_lock
-from .apply import compile_specs
+from .apply import check_specs, compile_specs
 from .specs import Spec
 
 
@@ -40,6 +40,7 @@ def ablated(model, *specs: Spec) -> "_Ablated":
         >>> logits.shape[-1] == model.cfg.d_vocab
         True
     """
+    check_specs(specs)  # at the call, not only on entering the block
     return _Ablated(_ablated(model, specs), specs)
 
 

@@ -55,6 +55,7 @@ class AblationResult:
 
     @property
     def column_labels(self) -> list[str]:
+        """Column labels for plots: the kept width, or `position: 'token'`."""
         if self.kind == "widths":
             return [str(w) for w in self.columns]
         return [f"{p}: {self.str_tokens[p]!r}" for p in self.columns]
@@ -87,7 +88,8 @@ class AblationResult:
             fig.add_hline(y=self.clean, line_dash="dot", annotation_text="clean")
             fig.update_layout(title=title, xaxis_title="features kept", yaxis_title=self.metric)
             return fig
-        z, colorbar = values, dict(title=self.metric)
+        z = values
+        colorbar: dict[str, object] = dict(title=self.metric)
         if log:
             z, ticks, labels = log_color_values(values)
             colorbar = dict(title=f"{self.metric} (log)", tickvals=ticks, ticktext=labels)

@@ -180,7 +180,7 @@ def plan_sweep(model, prompt, *, ablation, target, layers, positions=None, width
 def _clean_run(adapter: ModelAdapter, tokens: Tensor, site: Site, layers: list[int]) -> tuple[Tensor, dict]:
     keys = [(site, None if site is Site.EMBED else lay) for lay in layers]
     capture = adapter.run(tokens, capture=keys, need_logits=True)
-    return capture.logits, {lay: capture[key] for lay, key in zip(layers, keys, strict=True)}
+    return capture.require_logits(), {lay: capture[key] for lay, key in zip(layers, keys, strict=True)}
 
 
 def _reference_acts(adapter: ModelAdapter, reference, site: Site, layers: list[int]) -> tuple[dict, Tensor]:
@@ -204,8 +204,10 @@ class _Scorer:
         self.clean = float(self(clean if not self.narrow else clean[:, self.readout : self.readout + 1])[0])
 
     def _custom(self, logits: Tensor) -> Tensor:
+        metric = self.metric
+        assert callable(metric)  # narrowing: only a callable metric is computed here
         try:
-            values = torch.as_tensor(self.metric(logits, self.clean_logits))
+            values = torch.as_tensor(metric(logits, self.clean_logits))
         except LensInversionError:
             raise
         except Exception as error:
@@ -240,7 +242,9 @@ class _CellValues:
 
     def __init__(self, plan: SweepPlan, clean_acts: dict) -> None:
         self.plan = plan
-        self.means = self.ref = self.lengths = None
+        self.means: dict[int, Tensor] | None = None
+        self.ref: dict[int, Tensor] | None = None
+        self.lengths: Tensor | None = None
         if plan.ablation == "mean" and plan.reference is None:
             self.means = {lay: clean_acts[lay][0].mean(0) for lay in plan.layers}
         elif plan.ablation in ("mean", "resample"):
@@ -257,7 +261,9 @@ class _CellValues:
         if plan.ablation == "zero":
             return chunk, 0.0
         if plan.ablation == "mean":
+            assert self.means is not None  # narrowing: set in __init__ for ablation="mean"
             return chunk, self.means[layer][plan.features]
+        assert self.ref is not None and self.lengths is not None  # narrowing: set for ablation="resample"
         draws = [resample_values(self.ref[layer], self.lengths, [p], 1, plan.seed)[0, 0] for p in chunk]
         return chunk, torch.stack(draws)[:, plan.features]
 
@@ -297,8 +303,10 @@ def _plan_groups(plan: SweepPlan) -> tuple[list[list[int]], dict]:
         size = max(1, min(size, -(-len(columns) // PREFIX_GROUPS)))
         groups = [order[i : i + size] for i in range(0, len(order), size)]
         starts = sorted({min(columns[j] for j in g) for g in groups} - {0})
-        longest = PrefixState.build(plan.adapter, plan.tokens[:, : starts[-1]]) if starts else None
-        prefixes = {a: longest.truncated(a) for a in starts}  # one clean run, cut per group
+        prefixes: dict[int, PrefixState] = {}
+        if starts:
+            longest = PrefixState.build(plan.adapter, plan.tokens[:, : starts[-1]])
+            prefixes = {a: longest.truncated(a) for a in starts}  # one clean run, cut per group
         if prefixes and all(supports_layered(p) for p in prefixes.values()):
             return groups, prefixes
     return [order[i : i + size] for i in range(0, len(order), size)], {}
@@ -324,7 +332,7 @@ def _forward(plan: SweepPlan, layer: int, hooks: list, rows: int, start: int, pr
     # input's batch (checked once per model).
     widen = plan.site is Site.EMBED or not widening_verified(plan.adapter)
     run_tokens = plan.tokens.expand(rows, -1) if widen else plan.tokens
-    return plan.adapter.run(run_tokens, hooks=hooks, need_logits=True).logits
+    return plan.adapter.run(run_tokens, hooks=hooks, need_logits=True).require_logits()
 
 
 def _run_group(plan: SweepPlan, scorer: _Scorer, fill: _CellValues, layer: int, chunk: list[int],
@@ -374,14 +382,14 @@ def _legacy_target(kwargs: dict) -> tuple[dict, list | None]:
     out = dict(kwargs)
     if out.get("metric") == "loss":
         out["metric"] = "cross_entropy"
-        warn_renamed("loss", "cross_entropy", what="metric", stacklevel=4)
+        warn_renamed("loss", "cross_entropy", what="metric")
     given = [name for name in _LEGACY if name in out]
     if not given:
         return out, None
     if "target" in out:
         raise OptionError(f"ablation_sweep() got target= and the old {', '.join(g + '=' for g in given)}; give only target=.")
     for name in given:
-        warn_renamed(name, "target", note="a Target or its string form, e.g. 'resid_post[:, 1:, :64]'", stacklevel=4)
+        warn_renamed(name, "target", note="a Target or its string form, e.g. 'resid_post[:, 1:, :64]'")
     features = out.pop("features", slice(None))
     _check_index(features, "feature")
     positions = _as_list("positions", out.pop("positions", None))
@@ -401,7 +409,7 @@ def _accepts_legacy_options(function: Callable) -> Callable:
             return _position_list_sweep(*args, positions=positions, **kwargs)
         return function(*args, **kwargs)
 
-    wrapper.__renamed_options__ = dict(_LEGACY)
+    wrapper.__renamed_options__ = dict(_LEGACY)  # type: ignore[attr-defined]  # a function attribute (docs/glossary.py reads it)
     return wrapper
 
 

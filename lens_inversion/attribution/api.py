@@ -15,7 +15,7 @@ from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.execution import REUSE
 from ..hooks.preserve import preserves_model
 from ..hooks.targets import Target
-from ..validation import check_bool, check_int, read_prompt
+from ..validation import check_bool, check_int, read_prompt, validates_own_arguments
 from .combined import DEFAULT_WEIGHTS, NORMALIZE, check_weights, combine, max_abs, normalise, rank_agreement
 from .grad_x_input import grad_x_input_rows, grad_x_input_scores
 from .objective import OCCLUSION_METRICS, OLD_TARGET, Objective, OcclusionMetric, build_objective, split_old_target, widen
@@ -31,6 +31,7 @@ Reuse = Literal["auto", "cache", "recompute"]
 GRAD_TOKENS_PER_CHUNK = 512
 
 
+@validates_own_arguments  # built from raw user values, then checked
 @dataclass(frozen=True, kw_only=True)
 class AttributionSpec:
     """The options of an `attribute` call that `faithfulness` reuses."""
@@ -69,7 +70,7 @@ def prepare(model, prompt, *, include_bos: bool) -> Setup:
 def predict(adapter: ModelAdapter, tokens: Tensor) -> int:
     """The model's top next token after the prompt (one clean forward)."""
     with torch.no_grad():
-        return int(adapter.run(tokens, need_logits=True).logits[0, -1].argmax())
+        return int(adapter.run(tokens, need_logits=True).require_logits()[0, -1].argmax())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,10 +95,12 @@ class AttributionPlan:
 
     @property
     def grads(self) -> bool:
+        """Whether the method needs gradient × input scores (grad_x_input and combined)."""
         return self.method in ("grad_x_input", "combined")
 
     @property
     def occludes(self) -> bool:
+        """Whether the method needs occlusion runs (occlusion and combined)."""
         return self.method in ("occlusion", "combined")
 
 
@@ -208,7 +211,7 @@ def _accepts_old_target(function: Callable) -> Callable:
         if kwargs.get(name) is not None:
             raise OptionError(f"attribute() got {name}= and the old target= for the same thing; give only {name}=.")
         warn_renamed("target", name, note=f"target= is only the activation now; a {'callable' if name == 'objective' else 'token'} "
-                     f"is {name}=", stacklevel=4)
+                     f"is {name}=")
         kwargs = {**{k: v for k, v in kwargs.items() if k != "target"}, name: value}
         old = OLD_TARGET.set(True)
         try:

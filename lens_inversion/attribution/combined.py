@@ -30,6 +30,7 @@ def max_abs(values: Float[Tensor, "*row pos"], mask: Bool[Tensor, " pos"]) -> Fl
 
 
 def normalise(values: Tensor, mask: Tensor, normalize: str) -> Tensor:
+    """Scores as `normalize` asks ("max_abs" per row, or "none"), zero outside the attributed positions."""
     return max_abs(values, mask) if normalize == "max_abs" else torch.where(mask, values, torch.zeros_like(values))
 
 

@@ -66,18 +66,29 @@ class Objective:
 
     @property
     def is_logits(self) -> bool:
+        """Whether the explained output is the logits (not a target activation or a callable)."""
         return self.kind == "logits"
+
+    @property
+    def _target(self) -> Target:
+        assert self.target is not None  # narrowing: an objective of kind "target" has one
+        return self.target
+
+    @property
+    def _row_tokens(self) -> list[int]:
+        assert self.row_tokens is not None  # narrowing: an objective of kind "logits" has them
+        return self.row_tokens
 
     def full(self, adapter: ModelAdapter, tokens: Tokens, embeds: Embeds | None = None) -> Tensor:
         """The tensor O is read from, at every position: the target's activation or the logits."""
-        if self.kind == "target" and self.target.site is not Site.LOGITS:
-            return adapter.run(tokens, embeds=embeds, capture=[self.target.key])[self.target.key]
-        return adapter.run(tokens, embeds=embeds, need_logits=True).logits
+        if self.kind == "target" and self._target.site is not Site.LOGITS:
+            return adapter.run(tokens, embeds=embeds, capture=[self._target.key])[self._target.key]
+        return adapter.run(tokens, embeds=embeds, need_logits=True).require_logits()
 
     def read(self, full: Tensor) -> Outputs:
         """O from the full tensor: [batch, rows, k]."""
         if self.kind == "target":
-            return self.target.select(full)
+            return self._target.select(full)
         if self.kind == "callable":
             value = _call_target(self.fn, full)
             return value.reshape(value.shape[0], 1, -1)
@@ -88,7 +99,7 @@ class Objective:
         if not self.is_logits:
             return self.read(self.full(adapter, tokens, embeds))
         readout = readout_only(adapter, self.rows)
-        logits = adapter.run(tokens, embeds=embeds, hooks=readout, need_logits=True).logits
+        logits = adapter.run(tokens, embeds=embeds, hooks=readout, need_logits=True).require_logits()
         if logits.shape[1] != len(self.rows) or not readout:
             logits = logits[:, self.rows]
         return logits
@@ -115,10 +126,11 @@ class Objective:
         start, batch = prefix.length, tokens.shape[0]
         clean_out, clean_full = clean
         if not self.is_logits:
-            if self.kind == "target" and self.target.site is not Site.LOGITS:
-                new = run_after(prefix, tokens, embeds=embeds, capture=[self.target.key])[self.target.key]
+            if self.kind == "target" and self._target.site is not Site.LOGITS:
+                new = run_after(prefix, tokens, embeds=embeds, capture=[self._target.key])[self._target.key]
             else:
-                new = run_after(prefix, tokens, embeds=embeds, need_logits=True).logits
+                new = run_after(prefix, tokens, embeds=embeds, need_logits=True).require_logits()
+            assert clean_full is not None  # narrowing: `clean` keeps the full tensor of targets and callables
             head = clean_full[:, :start].expand(batch, -1, -1).to(new.dtype)
             return self.read(torch.cat([head, new], dim=1))
         out = clean_out.expand(batch, -1, -1).clone()
@@ -126,7 +138,7 @@ class Objective:
         if later:
             relative = [self.rows[i] - start for i in later]
             readout = readout_only(prefix.adapter, relative)
-            logits = run_after(prefix, tokens, embeds=embeds, hooks=readout, need_logits=True).logits
+            logits = run_after(prefix, tokens, embeds=embeds, hooks=readout, need_logits=True).require_logits()
             if logits.shape[1] != len(relative) or not readout:
                 logits = logits[:, relative]
             out[:, later] = logits.to(out.dtype)
@@ -134,7 +146,8 @@ class Objective:
 
     @property
     def needs_prediction(self) -> bool:
-        return self.is_logits and self.score_full_vocab and self.row_tokens[-1] < 0
+        """Whether the last row's token is still unknown: target=None scores the model's own prediction."""
+        return self.is_logits and self.score_full_vocab and self._row_tokens[-1] < 0
 
     def with_prediction(self, adapter: ModelAdapter, predicted: int) -> "Objective":
         """The objective with the model's predicted next token filled in (target=None only)."""
@@ -143,7 +156,7 @@ class Objective:
         label = adapter.token_strings([predicted])[0]
         return replace(
             self,
-            row_tokens=[*self.row_tokens[:-1], predicted],
+            row_tokens=[*self._row_tokens[:-1], predicted],
             description=f"{self.description} (predicted {label!r})",
         )
 

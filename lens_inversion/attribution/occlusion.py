@@ -54,10 +54,10 @@ def resolve_baseline(adapter: ModelAdapter, baseline: "str | int") -> Baseline:
         return Baseline(name=f"{baseline} embedding", vector=vector.to(adapter.device))
     tok = adapter.tokenizer
     attr = {"pad": "pad_token_id", "eos": "eos_token_id", "bos": "bos_token_id"}[baseline]
-    token = adapter.pad_token_id if baseline == "pad" else getattr(tok, attr, None) if tok is not None else None
-    if token is None:
+    special = adapter.pad_token_id if baseline == "pad" else getattr(tok, attr, None) if tok is not None else None
+    if special is None:
         raise OptionError(f"baseline={baseline!r}: the model's tokenizer has no {attr}; give a token id instead.")
-    return Baseline(name=f"{baseline} token {adapter.token_strings([token])[0]!r} (id {token})", token=int(token))
+    return Baseline(name=f"{baseline} token {adapter.token_strings([special])[0]!r} (id {special})", token=int(special))
 
 
 def windows_for(positions: list[int], window: int, n: int) -> list[tuple[int, int]]:
@@ -88,6 +88,7 @@ def occluded_inputs(adapter: ModelAdapter, tokens: Tokens, position_sets: list[l
         for row, positions in enumerate(position_sets):
             batch[row, positions] = baseline.token
         return batch, None
+    assert baseline.vector is not None  # narrowing: a Baseline holds a token or a vector
     embeds = adapter.embed(tokens).detach().to(adapter.dtype).expand(len(position_sets), -1, -1).clone()
     for row, positions in enumerate(position_sets):
         embeds[row, positions] = baseline.vector.to(embeds.dtype)
@@ -139,6 +140,7 @@ def occlusion_values(
     order = sorted(range(len(spans)), key=lambda i: spans[i][0])
     values = widen(torch.zeros(len(spans), len(objective.rows), dtype=clean[0].dtype))
     if cached:  # one clean prefix up to the last group's start; each group cuts it to its own start
+        assert probe is not None  # narrowing: `cached` implies a probe
         last_start = max(spans[order[begin]][0] for begin in range(0, len(order), size))
         longest = probe if last_start <= probe.length else PrefixState.build(adapter, tokens[:, :last_start], reuse=reuse)
     for begin in tqdm(range(0, len(order), size), disable=not progress, desc="occlusion", leave=False):

@@ -93,6 +93,7 @@ class AttributionResult:
         if kind == "heatmap":
             if self.matrix is None:
                 raise OptionError("This result has no per-output matrix; call attribute(..., per_output=True).")
+            assert self.output_positions is not None  # narrowing: set with `matrix`
             labels = [plotly_text(label) for label in self._labels()]
             fig = go.Figure(
                 go.Heatmap(

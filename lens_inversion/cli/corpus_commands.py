@@ -47,7 +47,7 @@ def parse_lens(spec: str, model, model_name: str):
         raise OptionError(f"--lens {spec!r} is not a lens; choose logit, tuned, tuned:DIR, jacobian or jacobian:FILE.")
     if kind == "logit":
         return "logit"
-    return load_lens(where or model_name, kind=kind, model=model)
+    return load_lens(where or model_name, kind="tuned" if kind == "tuned" else "jacobian", model=model)
 
 
 def _write(args: argparse.Namespace, result, figures, *, heading: str, explanation: str) -> None:

@@ -99,6 +99,7 @@ class AblationCorpusResult:
         return self.clean_sum / max(self.run.items, 1)
 
     def to_dict(self) -> dict:
+        """The result as JSON-ready data: plain lists, NaN means as None, the run included."""
         by_d = [[[None if v != v else v for v in row] for row in spec] for spec in self.mean_by_distance.tolist()]
         return {"specs": list(self.specs), "layers": self.layers, "site": self.site, "metric": self.metric,
                 "options": self.options, "count": self.count, "mean_effect": self.mean_effect.tolist(),
@@ -125,6 +126,7 @@ class AblationCorpusResult:
         import plotly.graph_objects as go
 
         check_choice("kind", kind, PLOT_KINDS)
+        x: list[str] | list[int]
         if kind == "layers":
             z, x, x_title = self.mean_effect.T.tolist(), list(self.specs), "ablation"
         else:
@@ -141,7 +143,7 @@ class AblationCorpusResult:
         return fig
 
 
-def _check_specs(specs) -> tuple[str, ...]:
+def _check_specs(specs) -> tuple[SpecName, ...]:
     specs = (specs,) if isinstance(specs, str) else specs
     if not isinstance(specs, (list, tuple)) or not specs:
         raise OptionError(f"specs must be an ablation or a non-empty list of them from {SPECS}; got {specs!r}.")
@@ -174,6 +176,7 @@ def _check_target_layers(adapter, target, layers) -> tuple[Target, list[int]]:
         raise OptionError(f"layers must be None (every layer) or a non-empty list of layer indices; got {layers!r}.")
     chosen = [adapter.check_layer(lay) for lay in (range(adapter.n_layers) if layers is None else layers)]
     if len(set(chosen)) != len(chosen):
+        assert layers is not None  # narrowing: every layer of the model, listed once, has no repeats
         raise OptionError(f"layers lists a layer twice: {list(layers)!r}; give each once.")
     return Target.layerless(site, features=target.features), chosen
 
@@ -219,10 +222,10 @@ def _statistic(adapter, model, *, specs, sweep_options: dict, reference, include
     return step
 
 
-def _check_scalars(metric, include_bos, batch_size, seed) -> str:
+def _check_scalars(metric, include_bos, batch_size, seed) -> MetricName:
     """Check the plain options; return the metric (metric='loss' is the old spelling of 'cross_entropy')."""
     if metric == "loss":
-        warn_renamed("loss", "cross_entropy", what="metric", stacklevel=6)
+        warn_renamed("loss", "cross_entropy", what="metric")
         metric = "cross_entropy"
     check_choice("metric", metric, METRICS)
     check_bool("include_bos", include_bos)

@@ -40,8 +40,8 @@ from .prompt_items import check_prompt_options, corpus_prompts, distances, promp
 from .runner import check_run_options
 from .token_types import TOKEN_TYPES, token_types
 
-SCALES = ("raw", "max_abs")
 Scale = Literal["raw", "max_abs"]
+SCALES: tuple[Scale, ...] = ("raw", "max_abs")
 
 
 def _means(sums: Tensor, counts: Tensor) -> Tensor:
@@ -85,6 +85,7 @@ class AttributionCorpusResult:
         return _means(self.sums[scale]["type"], self.count_by_type)
 
     def to_dict(self) -> dict:
+        """The totals, both scales' means (NaN as None) and the run, as JSON-ready data."""
         nan_free = lambda t: [None if v != v else v for v in t.tolist()]  # noqa: E731 - JSON has no NaN
         return {
             "method": self.method, "options": self.options, "max_tokens_per_prompt": self.max_tokens_per_prompt,
@@ -134,7 +135,7 @@ class AttributionCorpusResult:
         return fig
 
 
-def _check_options(adapter, method, metric, baseline, window, signed, include_bos, weights, batch_size) -> list:
+def _check_options(adapter, method, metric, baseline, window, signed, include_bos, weights, batch_size) -> list[float]:
     check_choice("method", method, METHODS)
     check_choice("metric", metric, OCCLUSION_METRICS)
     resolve_baseline(adapter, baseline)
@@ -203,12 +204,12 @@ def attribute_corpus(model, corpus, /, *, method: Method = "grad_x_input", n_pro
     adapter = adapter_for(model)
     check_prompt_options(adapter, corpus, n_prompts=n_prompts, max_tokens_per_prompt=max_tokens_per_prompt,
                          text_key=text_key)
-    weights = _check_options(adapter, method, metric, baseline, window, signed, include_bos, weights, batch_size)
+    checked = _check_options(adapter, method, metric, baseline, window, signed, include_bos, weights, batch_size)
     path = check_run_options(checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress)
     options = dict(method=method, baseline=baseline, metric=metric, window=window, signed=signed,
-                   include_bos=include_bos, weights=tuple(weights), batch_size=batch_size)
+                   include_bos=include_bos, weights=tuple(checked), batch_size=batch_size)
     config = {"job": "attribute_corpus", "n_prompts": n_prompts, "max_tokens_per_prompt": max_tokens_per_prompt,
-              "text_key": text_key, **options, "weights": weights}
+              "text_key": text_key, **options, "weights": checked}
     prompts = corpus_prompts(adapter, corpus, n_prompts=n_prompts, max_tokens_per_prompt=max_tokens_per_prompt,
                              text_key=text_key)
     with joined(adapter.device) as world:

@@ -62,6 +62,7 @@ class CorpusBatch:
 
     @property
     def n_tokens(self) -> int:
+        """Real (non-pad) tokens in the batch."""
         return int(self.mask.sum())
 
     def digest(self) -> bytes:
@@ -120,7 +121,7 @@ def _capped(rows: Iterator[Tensor], max_tokens: int | None) -> Iterator[Tensor]:
             return
 
 
-def _batched(rows: Iterator[Tensor], size: int, pad: int, side: str, *, same_length: bool) -> Iterator[CorpusBatch]:
+def _batched(rows: Iterator[Tensor], size: int, pad: int, side: PaddingSide, *, same_length: bool) -> Iterator[CorpusBatch]:
     buffer: list[Tensor] = []
     for row in rows:
         if buffer and (len(buffer) == size or (same_length and len(row) != len(buffer[0]))):
@@ -131,7 +132,7 @@ def _batched(rows: Iterator[Tensor], size: int, pad: int, side: str, *, same_len
         yield _padded(buffer, pad, side)
 
 
-def _padded(rows: list[Tensor], pad: int, side: str) -> CorpusBatch:
+def _padded(rows: list[Tensor], pad: int, side: PaddingSide) -> CorpusBatch:
     width = max(len(r) for r in rows)
     tokens = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.bool)

@@ -40,6 +40,7 @@ class RunInfo:
     resumed_items: int  # items this process took from its checkpoint instead of computing
 
     def to_dict(self) -> dict:
+        """Every field in a plain dict, for JSON."""
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 

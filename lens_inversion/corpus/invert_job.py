@@ -31,6 +31,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from ..callsite import user_stacklevel
 from ..errors import OptionError, PromptError
 from ..hooks import Target, adapter_for, preserves_model
 from ..inversion.api import METHODS, Method, invert
@@ -57,6 +58,7 @@ class Window:
     tokens: Int[Tensor, " n_tokens"]
 
     def digest(self) -> bytes:
+        """The window's ids as bytes, for the stream digest that checks a resumed job reads the same prompts."""
         return self.tokens.numpy().tobytes()
 
 
@@ -205,7 +207,7 @@ def invert_corpus(model, corpus, *, target=None, method: Method = "exact", n_pro
     if method == "exact" and result.verified_prompts < result.prompts:
         warnings.warn(f"Exact inversion verified {result.verified_prompts} of {result.prompts} prompts "
                       f"({result.ambiguous_prompts} ambiguous); exact_recovery_rate counts verified prompts only.",
-                      InversionWarning, stacklevel=3)
+                      InversionWarning, stacklevel=user_stacklevel())
     return result
 
 

@@ -73,14 +73,17 @@ class InversionCorpusResult:
     # ----- rates: ratios of totals ---------------------------------------------------
     @property
     def exact_recovery_rate(self) -> float:
+        """Fraction of prompts exactly recovered (every token equal and verified); NaN with no prompts."""
         return _ratio(self.exactly_recovered, self.prompts)
 
     @property
     def token_accuracy(self) -> float:
+        """Fraction of all prompt tokens recovered; NaN with no prompts."""
         return _ratio(self.correct_tokens, self.prompts * self.n_tokens)
 
     @property
     def verified_rate(self) -> float:
+        """Fraction of prompts whose verdict is "verified"; NaN with no prompts."""
         return _ratio(self.verified_prompts, self.prompts)
 
     @property
@@ -90,10 +93,12 @@ class InversionCorpusResult:
 
     @property
     def mean_margin(self) -> float:
+        """Mean finite runner-up margin over the decided positions; NaN when none has one."""
         return _ratio(self.margin_sum, self.margin_count)
 
     @property
     def mean_distance(self) -> float:
+        """Mean end-to-end distance ‖O(a_g) − O(a)‖ per prompt; NaN with no prompts."""
         return _ratio(self.distance_sum, self.prompts)
 
     @property
@@ -108,6 +113,7 @@ class InversionCorpusResult:
 
     # ----- output ----------------------------------------------------------------------
     def to_dict(self) -> dict:
+        """Every total, the rates (NaN as None), the margin bin edges and the run, as JSON-ready data."""
         data = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "run"}
         data = {k: (v.tolist() if isinstance(v, Tensor) else list(v) if isinstance(v, tuple) else v)
                 for k, v in data.items()}

@@ -41,6 +41,12 @@ class _Row:
     site: Site
     layer: int | None  # None: the model's output
 
+    @property
+    def lens_layer(self) -> int:
+        """The layer of a lens row: every row but the model's output has one."""
+        assert self.layer is not None  # narrowing: the output row is decoded by the model, not a lens
+        return self.layer
+
 
 def lens_rows(adapter: ModelAdapter) -> list[_Row]:
     """embed, 0 .. n_layers − 2, output: the logit lens's rows."""
@@ -51,7 +57,8 @@ def lens_rows(adapter: ModelAdapter) -> list[_Row]:
 
 def lens_names(readouts: Sequence[Readout]) -> list[str]:
     """Each lens's kind, numbered when a kind repeats ("tuned", "tuned 2")."""
-    names, seen = [], {}
+    names: list[str] = []
+    seen: dict[str, int] = {}
     for readout in readouts:
         seen[readout.kind] = seen.get(readout.kind, 0) + 1
         names.append(readout.kind if seen[readout.kind] == 1 else f"{readout.kind} {seen[readout.kind]}")
@@ -123,7 +130,7 @@ class _Scorer:
         return (("logit",) if kind == "logit" else (id(readout),)) + (row.site, row.layer)
 
     def _decoded(self, readout: Readout, row: _Row, resid: Tensor) -> Tensor:
-        translated, _ = readout.apply(resid[None], row.site, row.layer)
+        translated, _ = readout.apply(resid[None], row.site, row.lens_layer)
         return self.adapter.lens_logits(translated)[0].float()
 
 
@@ -152,7 +159,7 @@ class _Decoded:
 
 def _probe_kind(readout: Readout, row: _Row, d_model: int) -> str:
     """What decodes `row` under `readout`: its own kind, or "logit" where it has no translator."""
-    return readout.apply(torch.zeros(1, 1, d_model), row.site, row.layer)[1]
+    return readout.apply(torch.zeros(1, 1, d_model), row.site, row.lens_layer)[1]
 
 
 def _row_lenses(readouts: list[Readout], rows: list[_Row], d_model: int) -> list[list[str]]:

@@ -1,6 +1,7 @@
 """LensEvaluation: the corpus statistics of `li.evaluate_lens`, [lens, row] each, with a plot."""
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from jaxtyping import Float
@@ -39,20 +40,23 @@ class LensEvaluation:
     bytes: int  # bytes of text those next tokens stand for
     bytes_method: str  # how bytes were counted: "byte-level", "sentencepiece" or "decoded"
     run: RunInfo
-    checks: list[Verdict] = field(default_factory=list)
+    checks: Sequence[Verdict] = field(default_factory=list)  # a tuple once preserves_model adds its checks
 
     def metric(self, name: str) -> PerLensRow:
+        """The [lens, row] means of one of METRICS; OptionError for any other name."""
         check_choice("metric", name, METRICS)
         return getattr(self, name)
 
     def to_dict(self) -> dict:
-        out = {name: self.metric(name).tolist() for name in METRICS}
+        """Every metric as nested lists, with the labels, counts, run and self-check verdicts, for JSON."""
+        out: dict[str, object] = {name: self.metric(name).tolist() for name in METRICS}
         out.update(lenses=self.lenses, rows=self.rows, row_lenses=self.row_lenses, tokens=self.tokens,
                    predicted=self.predicted, bytes=self.bytes, bytes_method=self.bytes_method,
                    run=self.run.to_dict(), checks=[str(v) for v in self.checks])
         return out
 
     def to_json(self, path=None) -> str:
+        """The evaluation as JSON text; also written to `path` when given."""
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
             check_destination(path, name="path", example="evaluation.json").write_text(text)

@@ -20,7 +20,7 @@ from ..hooks.adapter import ModelAdapter, adapter_for
 from ..hooks.fast_paths import left_padding_verified
 from ..hooks.preserve import preserves_model
 from ..lens.token_stream import check_corpus
-from ..validation import check_bool, check_destination, check_int, check_seed, check_text
+from ..validation import check_bool, check_destination, check_int, check_seed, check_text, validates_own_arguments
 from .batches import CorpusBatch, Packing, PaddingSide, check_batching, corpus_batches
 from .distributed import joined
 from .engine import Loop, RunInfo, run_items
@@ -28,6 +28,7 @@ from .engine import Loop, RunInfo, run_items
 BATCH_BYTES = 128 * 2**20  # the float32 [rows, pos, d_vocab] logits of one batch stay below this
 
 
+@validates_own_arguments  # built from raw user values, then checked
 @dataclass(frozen=True, kw_only=True)
 class CorpusOptions:
     """How a corpus is read into batches; part of every checkpoint's configuration."""
@@ -51,11 +52,14 @@ class CorpusOptions:
         check_corpus(corpus, text_key=self.text_key)
 
     def resolved(self, adapter: ModelAdapter) -> "CorpusOptions":
+        """The options with `seq_len` (the context, at most 2048) and `batch_size` (under BATCH_BYTES) filled in."""
         seq_len = self.seq_len or min(adapter.n_ctx, 2048)
         rows = self.batch_size or max(1, BATCH_BYTES // (seq_len * adapter.d_vocab_out * 4))
         return CorpusOptions(**{**self.__dict__, "seq_len": seq_len, "batch_size": rows})
 
     def batches(self, adapter: ModelAdapter, corpus):
+        """An iterator of the corpus's CorpusBatch batches under these options."""
+        assert self.seq_len is not None and self.batch_size is not None  # narrowing: called on `resolved` options
         return corpus_batches(adapter, corpus, packing=self.packing, seq_len=self.seq_len,
                               batch_size=self.batch_size, max_tokens=self.max_tokens,
                               padding_side=self.padding_side, text_key=self.text_key,
@@ -123,9 +127,11 @@ class CorpusTotals:
         return self[name].double() / self[per].double()
 
     def to_dict(self) -> dict:
+        """The totals as nested lists, with the run, for JSON."""
         return {"totals": {k: v.tolist() for k, v in self.totals.items()}, "run": self.run.to_dict()}
 
     def to_json(self, path=None) -> str:
+        """The totals and run as JSON text; also written to `path` when given."""
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
             check_destination(path, name="path", example="totals.json").write_text(text)

@@ -67,6 +67,7 @@ class Totals:
         return Totals({k: out[k] for k in names})
 
     def state(self) -> dict[str, Tensor]:
+        """A copy of every total, for a checkpoint (later batches leave it unchanged)."""
         return {k: v.clone() for k, v in self.values.items()}
 
     def __getitem__(self, name: str) -> Tensor:

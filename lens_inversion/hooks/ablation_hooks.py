@@ -45,6 +45,7 @@ class HookPlan:
         return self.fixes + self.writers + self.readers
 
     def names(self) -> list[str]:
+        """The hook names of `pairs()`, in the same order."""
         return [name for name, _ in self.pairs()]
 
 
@@ -157,6 +158,7 @@ class NormSlot:
     prefix: str
 
     def describe(self) -> str:
+        """A readable name for messages: `ln_final`, or e.g. `ln1 of block 3`."""
         return "ln_final" if self.layer is None else f"{self.kind} of block {self.layer}"
 
 
@@ -361,7 +363,8 @@ def unit_scale_norm(adapter: ModelAdapter, slot: NormSlot) -> HookPlan:
     if not adapter.is_bridge:
         name = norm_hook_name(_ht_norm(slot), slot.layer, "scale")
         return HookPlan(writers=[(name, lambda x, hook: torch.ones_like(x))])
-    math, state = _norm_math(adapter, slot), {}
+    math = _norm_math(adapter, slot)
+    state: dict[str, Tensor] = {}  # the norm's input, stored by the reader hook
 
     def rescale(out, hook):
         value = math.affine_part(out) * math.scale(state["in"])
@@ -386,7 +389,8 @@ def freeze_norm(adapter: ModelAdapter, slot: NormSlot) -> HookPlan:
     if not adapter.is_bridge:
         name = norm_hook_name(_ht_norm(slot), slot.layer, "scale")
         return HookPlan(writers=[(name, lambda x, hook: x.detach())])
-    math, state = _norm_math(adapter, slot), {}
+    math = _norm_math(adapter, slot)
+    state: dict[str, Tensor] = {}  # the norm's input, stored by the reader hook
 
     def freeze(out, hook):
         s = math.scale(state["in"])

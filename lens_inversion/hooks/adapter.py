@@ -31,8 +31,10 @@ _SPLIT_READOUT_COMPONENTS = ("mlm_head", "project_out", "hc_head", "sigma_map", 
 
 
 def unwrap_model(model) -> nn.Module:
-    """The nn.Module behind a model or a ModelAdapter."""
-    return model.model if isinstance(model, ModelAdapter) else model
+    """The TransformerLens model behind a model or a ModelAdapter; UnsupportedModelError for anything else."""
+    inner = model.model if isinstance(model, ModelAdapter) else model
+    check_model(inner)
+    return inner
 
 
 def check_model(model) -> str:
@@ -88,10 +90,12 @@ class Prompt:
 
     @property
     def batch(self) -> int:
+        """Number of prompts (rows)."""
         return self.tokens.shape[0]
 
     @property
     def pos(self) -> int:
+        """Padded length: the longest prompt's token count."""
         return self.tokens.shape[1]
 
 
@@ -112,34 +116,42 @@ class ModelAdapter:
     # ----- sizes and weights ---------------------------------------------------------
     @property
     def is_bridge(self) -> bool:
+        """Whether the model is a TransformerBridge (else a HookedTransformer)."""
         return self.backend == "bridge"
 
     @property
     def n_layers(self) -> int:
+        """Number of transformer blocks (cfg.n_layers)."""
         return int(self.cfg.n_layers)
 
     @property
     def d_model(self) -> int:
+        """Residual-stream width, read from W_E."""
         return int(self.W_E.shape[1])
 
     @property
     def d_vocab(self) -> int:
+        """Input vocabulary size: rows of W_E."""
         return int(self.W_E.shape[0])
 
     @property
     def d_vocab_out(self) -> int:
+        """Output vocabulary size: columns of W_U (it may differ from d_vocab)."""
         return int(self.W_U.shape[1])
 
     @property
     def n_ctx(self) -> int:
+        """Longest sequence the model accepts (cfg.n_ctx)."""
         return int(self.cfg.n_ctx)
 
     @property
     def is_rotary(self) -> bool:
+        """Whether positions use a scheme other than the standard learned table (rotary, ALiBi...)."""
         return getattr(self.cfg, "positional_embedding_type", "standard") != "standard"
 
     @property
     def W_E(self) -> Tensor:
+        """The model's token embedding matrix, [d_vocab, d_model]."""
         return self.model.W_E
 
     @property
@@ -157,14 +169,17 @@ class ModelAdapter:
 
     @property
     def W_U(self) -> Tensor:
+        """The model's unembedding matrix, [d_model, d_vocab_out]."""
         return self.model.W_U
 
     @property
     def b_U(self) -> Tensor:
+        """The model's unembedding bias, [d_vocab_out]."""
         return self.model.b_U
 
     @property
     def device(self) -> torch.device:
+        """The device of the model's weights (that of W_E)."""
         return self.W_E.device
 
     @property
@@ -177,6 +192,7 @@ class ModelAdapter:
 
     @property
     def softcap(self) -> float | None:
+        """The final logits' soft cap (cfg.output_logits_soft_cap, e.g. Gemma-2), or None when there is none."""
         cap = getattr(self.cfg, "output_logits_soft_cap", -1.0) or -1.0
         return float(cap) if cap > 0 else None
 
@@ -192,7 +208,7 @@ class ModelAdapter:
         return float(scale)
 
     # ----- the lens ------------------------------------------------------------------
-    def final_norm(self, resid: Resid) -> Resid:
+    def final_norm(self, resid: Float[Tensor, "*cells d_model"]) -> Float[Tensor, "*cells d_model"]:
         """The model's final norm, with statistics recomputed on `resid` (identity without one: OpenAI GPT)."""
         norm = getattr(self.model, "_modules", {}).get("ln_final") if self.is_bridge else getattr(self.model, "ln_final", None)
         return resid if norm is None else norm(resid)
@@ -254,7 +270,7 @@ class ModelAdapter:
             raise UnsupportedModelError(f"The logit lens cannot read this model: {self.readout_refusal}. "
                                         "Attribution and ablation still work.")
 
-    def lens_logits(self, resid: Resid) -> Logits:
+    def lens_logits(self, resid: Float[Tensor, "*cells d_model"]) -> Float[Tensor, "*cells d_vocab"]:
         """Decode any residual stream as the model decodes its last one."""
         self.check_lens_readout()
         normed = self.final_norm(resid)
@@ -302,7 +318,7 @@ class ModelAdapter:
         parts = [self._embedding_hook_values(flat[i : i + 1024]) for i in range(0, flat.shape[0], 1024)]
         return torch.cat(parts)[:, 0]
 
-    def embed(self, tokens: Tokens) -> Embeds:
+    def embed(self, tokens: Int[Tensor, "*batch pos"]) -> Float[Tensor, "*batch pos d_model"]:  # one sequence or a batch
         """What the model's embedding hook sees for these token sequences.
 
         The scale, and any norm or positions the model applies before the hook, are included.
@@ -316,15 +332,18 @@ class ModelAdapter:
     # ----- tokenization --------------------------------------------------------------
     @property
     def tokenizer(self):
+        """The model's tokenizer, or None when it has none."""
         return getattr(self.model, "tokenizer", None)
 
     @property
     def bos_token_id(self) -> int | None:
+        """The tokenizer's BOS id (None without a tokenizer or a BOS token)."""
         tok = self.tokenizer
         return None if tok is None else tok.bos_token_id
 
     @property
     def pad_token_id(self) -> int:
+        """The id prompts are padded with: the tokenizer's pad, else EOS, else BOS id, else 0."""
         tok = self.tokenizer
         for attr in ("pad_token_id", "eos_token_id", "bos_token_id"):
             value = None if tok is None else getattr(tok, attr, None)
@@ -339,6 +358,7 @@ class ModelAdapter:
         return [self.tokenizer.decode([int(i)]) for i in ids]
 
     def decode(self, ids: Sequence[int]) -> str:
+        """Token ids decoded into one string (space-separated `<id>` without a tokenizer)."""
         if self.tokenizer is None:
             return " ".join(f"<{int(i)}>" for i in ids)
         return self.tokenizer.decode([int(i) for i in ids])
@@ -410,9 +430,10 @@ class ModelAdapter:
 
     # ----- running -------------------------------------------------------------------
     def hook_name(self, site: Site, layer: int | None) -> str:
+        """The hook name of `site` at `layer` (see `sites.site_hook_name`)."""
         return site_hook_name(site, layer)
 
-    def check_layer(self, layer: int, *, what: str = "layer") -> int:
+    def check_layer(self, layer: object, *, what: str = "layer") -> int:
         """Normalise a possibly negative layer index, or raise naming the valid range."""
         n = self.n_layers
         if not isinstance(layer, int) or isinstance(layer, bool):

@@ -18,7 +18,7 @@ def _keep_unquantized(source: str) -> list[str] | None:
     from transformers import AutoConfig
 
     model_type = getattr(AutoConfig.from_pretrained(source), "model_type", None)  # offline-ok: same source as the model
-    fused = FUSED_QKV.get(model_type)
+    fused = FUSED_QKV.get(model_type) if isinstance(model_type, str) else None
     return None if fused is None else [*fused, "lm_head"]
 
 

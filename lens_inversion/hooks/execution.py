@@ -19,6 +19,7 @@ and warns, or raises in strict mode.
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -26,7 +27,7 @@ from torch import Tensor
 from .._typing import Embeds, Logits, Tokens
 from ..errors import OptionError, PromptError, check_choice
 from .interventions import HookFn, attached
-from .kv_cache import CacheBackend, Recompute, backend_for
+from .kv_cache import CacheBackend, CachedBackend, Recompute, backend_for
 from .sites import Norm, Site, norm_hook_name, site_hook_name
 
 Reuse = str  # "auto" | "cache" | "recompute"
@@ -48,6 +49,10 @@ class Capture:
                 raise KeyError("logits were not computed in this run")
             return self.logits
         return self.acts[(site, layer)]
+
+    def require_logits(self) -> Logits:
+        """The logits of a run made to the end (`need_logits=True`); KeyError if it stopped early."""
+        return self[Site.LOGITS, None]
 
 
 @dataclass
@@ -175,7 +180,7 @@ class PrefixState:
     number of `run_after` calls.
     """
 
-    adapter: object
+    adapter: Any  # a ModelAdapter (hooks.adapter imports this module, so it is not named here)
     tokens: Tokens  # [1 or batch, prefix_len]
     backend: CacheBackend
     cache: object | None = None
@@ -205,7 +210,7 @@ class PrefixState:
                 "reuse='cache' needs an HF-booted bridge or a HookedTransformer; "
                 f"got a {type(adapter.model).__name__} without a key/value cache."
             )
-        if reuse == "recompute" or tokens.shape[1] == 0 or not backend.has_cache:
+        if reuse == "recompute" or tokens.shape[1] == 0 or not isinstance(backend, CachedBackend):
             return cls(adapter=adapter, tokens=tokens, backend=Recompute(), hooks=tuple(hooks))
         if not fast_paths.cache_verified(adapter, backend):
             return cls(adapter=adapter, tokens=tokens, backend=Recompute(), hooks=tuple(hooks))
@@ -213,10 +218,12 @@ class PrefixState:
 
     @property
     def length(self) -> int:
+        """Number of prefix positions."""
         return int(self.tokens.shape[1])
 
     @property
     def cached(self) -> bool:
+        """Whether the prefix lives in a key/value cache (False: each run recomputes it)."""
         return self.backend.has_cache
 
     def truncated(self, length: int) -> "PrefixState":
@@ -233,9 +240,10 @@ class PrefixState:
         if length == self.length:
             return self
         tokens = self.tokens[:, :length]
-        if length == 0 or not self.cached or not fast_paths.cut_verified(self.adapter, self.backend):
+        backend = self.backend
+        if length == 0 or not isinstance(backend, CachedBackend) or not fast_paths.cut_verified(self.adapter, backend):
             return replace(self, tokens=tokens, backend=Recompute(), cache=None)
-        return replace(self, tokens=tokens, cache=self.backend.cut(self.cache, length))
+        return replace(self, tokens=tokens, cache=backend.cut(self.cache, length))
 
     def __repr__(self) -> str:
         return f"PrefixState(length={self.length}, batch={self.tokens.shape[0]}, backend={self.backend.name!r})"
@@ -250,7 +258,7 @@ def _prefix_tokens(adapter, prefix_tokens) -> Tokens:
     return tokens.to(adapter.device)
 
 
-def build_unchecked(adapter, tokens: Tokens, backend: CacheBackend, hooks: Sequence[HookPair] = ()) -> PrefixState:
+def build_unchecked(adapter, tokens: Tokens, backend: CachedBackend, hooks: Sequence[HookPair] = ()) -> PrefixState:
     """A prefix on `backend` without its self-check (used by the self-check itself)."""
     with torch.no_grad(), attached(adapter.model, list(hooks)):
         cache = backend.build(adapter.model, tokens)
@@ -315,13 +323,14 @@ def run_after(
         A `Capture` whose activations and logits cover the new positions only.
     """
     tokens = _check_continuation(prefix, tokens, embeds)
-    if not prefix.cached:
+    backend = prefix.backend
+    if not isinstance(backend, CachedBackend):
         return _run_recompute(prefix, tokens, embeds, capture, hooks, need_logits)
     adapter = prefix.adapter
     plan = CapturePlan.make(adapter.n_layers, capture, embeds, need_logits=need_logits)
-    cache = prefix.backend.expanded(prefix.cache, tokens.shape[0])
+    cache = backend.expanded(prefix.cache, tokens.shape[0])
     with attached(adapter.model, list(hooks) + plan.hooks):
-        out = prefix.backend.forward(adapter.model, tokens, cache, prefix_len=prefix.length, stop=plan.stop)
+        out = backend.forward(adapter.model, tokens, cache, prefix_len=prefix.length, stop=plan.stop)
     return Capture(acts=plan.acts, logits=out if plan.stop is None else None)
 
 
@@ -345,7 +354,8 @@ def supports_layered(prefix: PrefixState) -> bool:
     """Whether rows may differ per layer after this prefix (checked once per model)."""
     from . import fast_paths
 
-    return prefix.cached and prefix.backend.can_layer and fast_paths.layered_verified(prefix.adapter, prefix.backend)
+    backend = prefix.backend
+    return isinstance(backend, CachedBackend) and backend.can_layer and fast_paths.layered_verified(prefix.adapter, backend)
 
 
 def run_after_layered(prefix: PrefixState, tokens: Tensor, *, rows: int, from_layer: int, hooks: Sequence[HookPair]) -> Tensor:
@@ -356,11 +366,12 @@ def run_after_layered(prefix: PrefixState, tokens: Tensor, *, rows: int, from_la
     keys/values are reused (never recomputed); without a layered cache (see
     `supports_layered`) the full sequence is run with the hooks seeing positions p.. only.
     """
-    if not supports_layered(prefix):
-        return _run_recompute(prefix, tokens, None, (), hooks, True).logits
-    cache = prefix.backend.expanded(prefix.cache, rows, from_layer=from_layer)
+    backend = prefix.backend
+    if not supports_layered(prefix) or not isinstance(backend, CachedBackend):
+        return _run_recompute(prefix, tokens, None, (), hooks, True).require_logits()
+    cache = backend.expanded(prefix.cache, rows, from_layer=from_layer)
     with attached(prefix.adapter.model, list(hooks)):
-        return prefix.backend.forward(prefix.adapter.model, tokens, cache, prefix_len=prefix.length, stop=None)
+        return backend.forward(prefix.adapter.model, tokens, cache, prefix_len=prefix.length, stop=None)
 
 
 # ----- readout-only unembedding --------------------------------------------------------------

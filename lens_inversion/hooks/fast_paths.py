@@ -13,9 +13,9 @@ import torch
 from torch import Tensor
 
 from . import selfcheck
-from .execution import PrefixState, build_unchecked, readout_unchecked, run_after, run_full, run_padded
+from .execution import Capture, PrefixState, build_unchecked, readout_unchecked, run_after, run_full, run_padded
 from .interventions import attached
-from .kv_cache import CacheBackend, backend_for
+from .kv_cache import CacheBackend, CachedBackend, backend_for
 from .selfcheck import Comparison, Verdict, compare
 from .sites import Site, site_hook_name
 
@@ -34,10 +34,10 @@ def _probe_tokens(adapter, width: int) -> Tensor:
     return ids[None].to(adapter.device)
 
 
-_REFERENCE: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, object]]" = weakref.WeakKeyDictionary()
+_REFERENCE: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, Capture]]" = weakref.WeakKeyDictionary()
 
 
-def _reference(adapter):
+def _reference(adapter) -> Capture:
     """The probe tokens' full run (last residual and logits), shared by the checks that compare to it."""
     p, n = _sizes(adapter)
     key = selfcheck.config_key(adapter)
@@ -59,10 +59,10 @@ def _last_residual(adapter) -> tuple[Site, int]:
 
 
 def _joined(capture, key) -> Tensor:
-    return torch.cat([capture[key].flatten(), capture.logits.flatten()])
+    return torch.cat([capture[key].flatten(), capture.require_logits().flatten()])
 
 
-def _cache_probe(adapter, backend: CacheBackend) -> Comparison:
+def _cache_probe(adapter, backend: CachedBackend) -> Comparison:
     p, n = _sizes(adapter)
     tokens = _probe_tokens(adapter, p + n)
     new = torch.cat([tokens[:, p:], tokens[:, p:].flip(1)])
@@ -73,13 +73,13 @@ def _cache_probe(adapter, backend: CacheBackend) -> Comparison:
     key = (Site.RESID_POST, adapter.n_layers - 1)
     got = run_after(prefix, new, capture=[key], need_logits=True)
     full = run_full(adapter, torch.cat([tokens[:, :p].expand(ROWS, -1), new], 1), capture=[key], need_logits=True)
-    reference = torch.cat([full[key][:, p:].flatten(), full.logits[:, p:].flatten()])
+    reference = torch.cat([full[key][:, p:].flatten(), full.require_logits()[:, p:].flatten()])
     return compare(_joined(got, key), reference)
 
 
 
 
-def _cut_probe(adapter, backend: CacheBackend) -> Comparison:
+def _cut_probe(adapter, backend: CachedBackend) -> Comparison:
     p, n = _sizes(adapter)
     tokens = _probe_tokens(adapter, p + n)
     longest = build_unchecked(adapter, tokens[:, : p + n - 1], backend)
@@ -89,8 +89,8 @@ def _cut_probe(adapter, backend: CacheBackend) -> Comparison:
     if held != short:
         return Comparison(float("inf"), 1.0, f"; the cut cache holds {held} positions where {short} were expected")
     prefix = PrefixState(adapter=adapter, tokens=tokens[:, :short], backend=backend, cache=cut)
-    got = run_after(prefix, tokens[:, short:], need_logits=True).logits
-    return compare(got, _reference(adapter).logits[:, short:])
+    got = run_after(prefix, tokens[:, short:], need_logits=True).require_logits()
+    return compare(got, _reference(adapter).require_logits()[:, short:])
 
 
 
@@ -107,7 +107,7 @@ def _scaled_rows(start: int):
     return hook
 
 
-def _layered_probe(adapter, backend: CacheBackend) -> Comparison:
+def _layered_probe(adapter, backend: CachedBackend) -> Comparison:
     p, n = _sizes(adapter)
     tokens = _probe_tokens(adapter, p + n)
     layer = adapter.n_layers - 1
@@ -116,7 +116,7 @@ def _layered_probe(adapter, backend: CacheBackend) -> Comparison:
     cache = backend.expanded(prefix.cache, ROWS, from_layer=layer)
     with attached(adapter.model, [(name, _scaled_rows(0))]):
         got = backend.forward(adapter.model, tokens[:, p:], cache, prefix_len=p, stop=None)
-    reference = run_full(adapter, tokens, hooks=[(name, _scaled_rows(p))], need_logits=True).logits[:, p:]
+    reference = run_full(adapter, tokens, hooks=[(name, _scaled_rows(p))], need_logits=True).require_logits()[:, p:]
     return compare(got, reference)
 
 
@@ -132,8 +132,8 @@ def _widened_probe(adapter) -> Comparison:
     p, n = _sizes(adapter)
     tokens = _probe_tokens(adapter, p + n)
     name = site_hook_name(Site.RESID_PRE, adapter.n_layers - 1)
-    got = run_full(adapter, tokens, hooks=[(name, _scaled_rows(0))], need_logits=True).logits
-    reference = run_full(adapter, tokens.expand(ROWS, -1), hooks=[(name, _scaled_each_row)], need_logits=True).logits
+    got = run_full(adapter, tokens, hooks=[(name, _scaled_rows(0))], need_logits=True).require_logits()
+    reference = run_full(adapter, tokens.expand(ROWS, -1), hooks=[(name, _scaled_each_row)], need_logits=True).require_logits()
     return compare(got, reference)
 
 
@@ -141,8 +141,8 @@ def _readout_probe(adapter) -> Comparison:
     p, n = _sizes(adapter)
     tokens = _probe_tokens(adapter, p + n)
     positions = [0, p + n - 1]
-    got = run_full(adapter, tokens, hooks=readout_unchecked(adapter, positions), need_logits=True).logits
-    return compare(got, _reference(adapter).logits[:, positions])
+    got = run_full(adapter, tokens, hooks=readout_unchecked(adapter, positions), need_logits=True).require_logits()
+    return compare(got, _reference(adapter).require_logits()[:, positions])
 
 
 
@@ -151,8 +151,8 @@ def _batched_probe(adapter) -> Comparison:
     p, n = _sizes(adapter)
     tokens = _probe_tokens(adapter, p + n)
     rows = torch.cat([tokens, tokens.flip(1)])
-    got = run_full(adapter, rows, need_logits=True).logits
-    single = torch.cat([_reference(adapter).logits, run_full(adapter, rows[1:], need_logits=True).logits])
+    got = run_full(adapter, rows, need_logits=True).require_logits()
+    single = torch.cat([_reference(adapter).require_logits(), run_full(adapter, rows[1:], need_logits=True).require_logits()])
     return compare(got, single)
 
 
@@ -168,14 +168,14 @@ def _left_padding_probe(adapter) -> Comparison:
     mask = torch.ones_like(rows)
     mask[1, :pad] = 0
     positions = (mask.cumsum(1) - 1).clamp(min=0)
-    got = run_padded(adapter, rows, attention_mask=mask, position_ids=positions, need_logits=True).logits
-    alone = [_reference(adapter).logits[0], run_full(adapter, short, need_logits=True).logits[0]]
+    got = run_padded(adapter, rows, attention_mask=mask, position_ids=positions, need_logits=True).require_logits()
+    alone = [_reference(adapter).require_logits()[0], run_full(adapter, short, need_logits=True).require_logits()[0]]
     return compare(torch.cat([got[0], got[1, pad:]]), torch.cat(alone))
 
 
 def _lens_probe(adapter) -> Comparison:
     capture = _reference(adapter)
-    return compare(adapter.lens_logits(capture[_last_residual(adapter)]), capture.logits)
+    return compare(adapter.lens_logits(capture[_last_residual(adapter)]), capture.require_logits())
 
 
 
@@ -213,19 +213,23 @@ LEFT_PADDING = Check("left_padding", "a left-padded row with its attention mask 
 LENS_ROW = Check("lens_row", "the lens output row equals the model's logits", _lens_probe, fallback=False)
 
 
-def cache_verified(adapter, backend: CacheBackend) -> bool:
+def cache_verified(adapter, backend: CachedBackend) -> bool:
+    """Whether new positions run after `backend`'s cached prefix equal a full run (KV_PREFIX)."""
     return KV_PREFIX.verdict(adapter, backend).passed
 
 
-def cut_verified(adapter, backend: CacheBackend) -> bool:
+def cut_verified(adapter, backend: CachedBackend) -> bool:
+    """Whether `backend`'s cache cut to a shorter length equals a prefix of that length (CUT_PREFIX)."""
     return CUT_PREFIX.verdict(adapter, backend).passed
 
 
-def layered_verified(adapter, backend: CacheBackend) -> bool:
+def layered_verified(adapter, backend: CachedBackend) -> bool:
+    """Whether rows that differ per layer after `backend`'s cached prefix equal full runs (LAYERED_RUN)."""
     return LAYERED_RUN.verdict(adapter, backend).passed
 
 
 def readout_verified(adapter) -> bool:
+    """Whether the unembedding may run on the read positions alone (True where there is no readout hook to cut at)."""
     if not readout_unchecked(adapter, [0]):
         return True  # no cut to check: callers index the full logits
     return READOUT_ONLY.verdict(adapter).passed
@@ -237,10 +241,12 @@ def widening_verified(adapter) -> bool:
 
 
 def batched_verified(adapter) -> bool:
+    """Whether different prompts batched together equal each prompt run alone (BATCHED_ROWS)."""
     return BATCHED_ROWS.verdict(adapter).passed
 
 
 def left_padding_verified(adapter) -> bool:
+    """Whether a left-padded row with its mask and position ids equals the row run alone (LEFT_PADDING)."""
     return LEFT_PADDING.verdict(adapter).passed
 
 

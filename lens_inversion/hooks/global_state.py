@@ -27,7 +27,7 @@ class Settings:
 
     torch_rng: torch.Tensor
     cuda_rng: tuple | None
-    numpy_rng: tuple | None
+    numpy_rng: dict | None  # the dict form, which every bit generator has (the legacy tuple is MT19937's only)
     python_rng: tuple
     default_dtype: torch.dtype
     threads: tuple[int, int]
@@ -37,6 +37,7 @@ class Settings:
 
     @classmethod
     def now(cls) -> "Settings":
+        """Record the current value of every setting."""
         return cls(
             torch_rng=torch.get_rng_state(),
             cuda_rng=tuple(torch.cuda.get_rng_state_all()) if torch.cuda.is_initialized() else None,
@@ -83,25 +84,38 @@ class Settings:
                 != self.deterministic:
             torch.use_deterministic_algorithms(self.deterministic[0], warn_only=self.deterministic[1])
         if tuple(warnings.filters) != self.warning_filters:
-            warnings.filters[:] = list(self.warning_filters)
-            warnings._filters_mutated()  # type: ignore[attr-defined]  (what warnings.catch_warnings calls)
+            warnings.filters[:] = list(self.warning_filters)  # type: ignore[index]  # typeshed says Sequence; it is a list
+            warnings._filters_mutated()  # type: ignore[attr-defined]  # private: what warnings.catch_warnings calls
         for name, level in zip(LOGGERS, self.logger_levels, strict=True):
             if logging.getLogger(name).level != level:
                 logging.getLogger(name).setLevel(level)
 
 
-def _numpy_state() -> tuple | None:
+def _numpy_state() -> dict | None:
     try:
         import numpy
     except ImportError:  # pragma: no cover - numpy is a dependency
         return None
-    return numpy.random.get_state()
+    return numpy.random.get_state(legacy=False)
 
 
-def _same_numpy(a: tuple | None, b: tuple | None) -> bool:
+def _same_numpy(a: dict | None, b: dict | None) -> bool:
     if a is None or b is None:
         return a is b
-    return a[0] == b[0] and bool((a[1] == b[1]).all()) and a[2:] == b[2:]
+    return _same_state(a, b)
+
+
+def _same_state(a: object, b: object) -> bool:
+    """Equality of two NumPy generator states: nested dicts, tuples and arrays compared item by item."""
+    import numpy
+
+    if isinstance(a, numpy.ndarray) or isinstance(b, numpy.ndarray):
+        return isinstance(a, numpy.ndarray) and isinstance(b, numpy.ndarray) and bool(numpy.array_equal(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 @contextmanager

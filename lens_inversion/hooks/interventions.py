@@ -2,6 +2,7 @@
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any, Protocol, TypeGuard
 
 import torch
 from torch import nn
@@ -13,7 +14,7 @@ HookFn = Callable[[torch.Tensor, nn.Module], "torch.Tensor | None"]
 
 def hook_point(model: nn.Module, name: str) -> nn.Module:
     """Return the HookPoint module called `name`, or raise naming close matches."""
-    points = model.hook_dict
+    points: dict[str, nn.Module] = model.hook_dict  # type: ignore[assignment]  # TransformerLens attribute, typed by Module.__getattr__
     if name not in points:
         stem = name.rsplit(".", 1)[-1]
         close = sorted(n for n in points if n.endswith(stem))[:8]
@@ -21,7 +22,15 @@ def hook_point(model: nn.Module, name: str) -> nn.Module:
     return points[name]
 
 
-def _registers_lens_hooks(point: nn.Module) -> bool:
+class _LensHookPoint(Protocol):
+    """A TransformerLens HookPoint's own hook bookkeeping (both major versions)."""
+
+    fwd_hooks: list
+
+    def add_hook(self, hook: Callable, dir: str = ..., is_permanent: bool = ...) -> Any: ...
+
+
+def _registers_lens_hooks(point: nn.Module) -> TypeGuard[_LensHookPoint]:
     """Whether `point` is a TransformerLens HookPoint with its own hook bookkeeping."""
     return callable(getattr(point, "add_hook", None)) and isinstance(getattr(point, "fwd_hooks", None), list)
 

@@ -22,6 +22,7 @@ import warnings
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -84,7 +85,9 @@ class HFCache(CachedBackend):
         from transformers import DynamicCache
 
         self._cache_class = DynamicCache
-        forward = model.original_model.forward
+        original = model.original_model
+        assert isinstance(original, nn.Module)  # narrowing: an HF-booted bridge's transformers model (see backend_for)
+        forward = original.forward
         self.argument = "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
         self.can_layer = True
 
@@ -130,14 +133,17 @@ class HFCache(CachedBackend):
             return self._cache_class()
 
     def build(self, model, tokens):
+        """Run the prefix `tokens` into a fresh DynamicCache and return it."""
         cache = self._empty(model)
         self._call(model, tokens, cache, width=tokens.shape[1], stop=None)
         return cache
 
     def length(self, cache) -> int:
+        """Positions held, from the cache's own sequence length."""
         return int(cache.get_seq_length())
 
     def cut(self, cache, length: int):
+        """A deep copy cropped to the first `length` positions."""
         fresh = copy.deepcopy(cache)
         extra = self.length(fresh) - length
         if extra > 0:
@@ -145,6 +151,7 @@ class HFCache(CachedBackend):
         return fresh
 
     def expanded(self, cache, batch: int, *, from_layer: int = 0):
+        """A deep copy with each row repeated `batch` times in the layers from `from_layer` on (as is if it has `batch` rows)."""
         fresh = copy.deepcopy(cache)
         rows = int(fresh.layers[0].keys.shape[0]) if fresh.layers else batch
         if rows == batch:
@@ -158,6 +165,7 @@ class HFCache(CachedBackend):
         return fresh
 
     def forward(self, model, tokens, cache, *, prefix_len, stop):
+        """Run `tokens` after the cached prefix, with an attention mask over prefix and new positions."""
         return self._call(model, tokens, cache, width=prefix_len + tokens.shape[1], stop=stop)
 
 
@@ -178,6 +186,7 @@ class HookedCache(CachedBackend):
     name = "hooked"
 
     def build(self, model, tokens):
+        """Run the prefix `tokens` into a new HookedTransformer cache and freeze it."""
         batch, width = tokens.shape
         cache = _hooked_cache_class().init_cache(model.cfg, tokens.device, batch)
         model(tokens, past_kv_cache=cache, attention_mask=_ones(batch, width, tokens.device))
@@ -185,6 +194,7 @@ class HookedCache(CachedBackend):
         return cache
 
     def length(self, cache) -> int:
+        """Positions held, from the cache's attention mask."""
         return int(cache.previous_attention_mask.shape[1])
 
     def _rebuilt(self, cache, keys, values, mask):
@@ -193,16 +203,19 @@ class HookedCache(CachedBackend):
         return type(cache)(entries=entries, previous_attention_mask=mask, frozen=True)
 
     def cut(self, cache, length: int):
+        """A new frozen cache of the first `length` positions' keys, values and mask."""
         keys = [e.past_keys[:, :length] for e in cache.entries]
         values = [e.past_values[:, :length] for e in cache.entries]
         return self._rebuilt(cache, keys, values, cache.previous_attention_mask[:, :length])
 
     def expanded(self, cache, batch: int, *, from_layer: int = 0):
+        """A frozen cache whose keys, values and mask are expanded (not copied) to `batch` rows in every layer."""
         keys = [e.past_keys.expand(batch, *e.past_keys.shape[1:]) for e in cache.entries]
         values = [e.past_values.expand(batch, *e.past_values.shape[1:]) for e in cache.entries]
         return self._rebuilt(cache, keys, values, cache.previous_attention_mask.expand(batch, -1))
 
     def forward(self, model, tokens, cache, *, prefix_len, stop):
+        """Run `tokens` after the frozen prefix, with an attention mask over the new positions only."""
         # HookedTransformer appends the new positions' mask to the cache's own.
         new_mask = _ones(tokens.shape[0], tokens.shape[1], tokens.device)
         return model(tokens, past_kv_cache=cache, attention_mask=new_mask, stop_at_layer=stop)
@@ -249,7 +262,8 @@ def _unwritten_cache(model: nn.Module, backend: HFCache) -> str:
     if known is None:
         from .preserve import preserved
 
-        tokens = ((torch.arange(2) * 7 + 3) % int(model.cfg.d_vocab))[None].to(next(model.parameters()).device)
+        cfg: Any = model.cfg  # the TransformerLens config (untyped), not a submodule
+        tokens = ((torch.arange(2) * 7 + 3) % int(cfg.d_vocab))[None].to(next(model.parameters()).device)
         try:
             with torch.no_grad(), preserved(model):
                 cache = backend._empty(model)

@@ -47,6 +47,12 @@ def _unwired_blocks(model: nn.Module) -> list[nn.Module]:
     ]
 
 
+def _tear_down(blocks: list[nn.Module]) -> None:
+    """Remove the capture hooks of bridge blocks `_unwired_blocks` found unwired."""
+    for block in blocks:
+        block._teardown_capture_hooks()  # type: ignore[operator]  # a bridge block's method, seen through Module.__getattr__
+
+
 @contextmanager
 def bridge_wiring_restored(model: nn.Module) -> Iterator[None]:
     """Leave the bridge's lazily-wired capture hooks as the body found them.
@@ -61,8 +67,7 @@ def bridge_wiring_restored(model: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
-        for block in unwired:
-            block._teardown_capture_hooks()
+        _tear_down(unwired)
 
 
 def _transient_tensors(module: nn.Module) -> dict[str, Tensor | None]:
@@ -121,8 +126,7 @@ def preserved(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
             p.grad = grad
         _restore_cached(modules, cached)
-        for block in unwired:  # wired by us (up front or by a forward in the body): unwire
-            block._teardown_capture_hooks()
+        _tear_down(unwired)  # wired by us (up front or by a forward in the body): unwire
         _restore_hooks(modules, lens_hooks, hooks)
 
 
@@ -168,22 +172,25 @@ def preserves_model(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(model, *args, strict: object = False, **kwargs):  # validated below, so any value reaches the check
-        from .adapter import check_model, unwrap_model
+        from .adapter import unwrap_model
         from .selfcheck import recording, strict_checks
 
         if not isinstance(strict, bool):
             from ..errors import OptionError
 
             raise OptionError(f"strict={strict!r} is not valid; choose True or False.")
-        inner = unwrap_model(model)
-        check_model(inner)  # a clear UnsupportedModelError before anything touches it
+        inner = unwrap_model(model)  # a clear UnsupportedModelError before anything touches it
         with model_lock(inner), unchanged(), torch.inference_mode(False), torch.enable_grad(), \
                 strict_checks(True if strict else None), preserved(inner), recording() as checks:
             result = fn(model, *args, **kwargs)
-        if dataclasses.is_dataclass(result) and any(f.name == "checks" for f in dataclasses.fields(result)):
-            result = dataclasses.replace(result, checks=(*result.checks, *(c for c in checks if c not in result.checks)))
+        if dataclasses.is_dataclass(result) and not isinstance(result, type) \
+                and any(f.name == "checks" for f in dataclasses.fields(result)):
+            held = tuple(getattr(result, "checks", ()))
+            result = dataclasses.replace(result, checks=(*held, *(c for c in checks if c not in held)))
         return result
 
+    # A function attribute that inspect.signature reads; the wrapper keeps fn's call shape (plus
+    # strict=), which mypy cannot see through functools.wraps, so it is returned as fn's type F.
     wrapper.__signature__ = _with_strict(inspect.signature(fn))  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
 

@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ..callsite import user_stacklevel
 from ..errors import LensInversionError
 
 # "unsupported": the fast path cannot run on this architecture (its probe raised), so the
@@ -67,6 +68,7 @@ class Verdict:
 
     @property
     def passed(self) -> bool:
+        """Whether the check passed, so its fast path may be used."""
         return self.status == "pass"
 
     @property
@@ -118,6 +120,7 @@ def tolerance_for(dtype: torch.dtype) -> float:
 
 
 def is_strict() -> bool:
+    """Whether a failed self-check raises: `strict_checks`' setting, else the LENS_INVERSION_STRICT variable."""
     value = _STRICT.get()
     if value is not None:
         return value
@@ -207,7 +210,7 @@ def _announce(verdict: Verdict, fallback: bool) -> None:
     )
     if is_strict():
         raise SelfCheckError(message)
-    warnings.warn(message, SelfCheckWarning, stacklevel=4)
+    warnings.warn(message, SelfCheckWarning, stacklevel=user_stacklevel())
 
 
 def verdict(adapter, name: str, description: str, probe: Probe, *, fallback: bool = True, force: bool = False) -> Verdict:
@@ -240,6 +243,7 @@ def forget(model) -> None:
 
 
 def cached_verdicts(model) -> list[Verdict]:
+    """The verdicts already measured and cached for `model` (empty when none)."""
     held = _VERDICTS.get(getattr(model, "model", model))
     return list(held[1].values()) if held else []
 

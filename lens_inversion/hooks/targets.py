@@ -4,8 +4,11 @@ import contextlib
 import operator
 import re
 from dataclasses import dataclass, field
+from typing import SupportsIndex
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
 from .._typing import Activation
 from ..errors import TargetError
@@ -45,7 +48,7 @@ def _format_index(index: Index) -> str:
     return text + (f":{index.step}" if index.step is not None else "")
 
 
-def _check_index(index: Index, what: str) -> Index:
+def _check_index(index: object, what: str) -> Index:
     if isinstance(index, bool) or not isinstance(index, (int, slice)):
         raise TargetError(f"{what} must be an int or a slice; got {index!r}.")
     if isinstance(index, slice):
@@ -57,12 +60,13 @@ def _check_index(index: Index, what: str) -> Index:
     return index
 
 
-def index_positions(index: Index, size: int, what: str) -> list[int]:
+def index_positions(index: "Index | SupportsIndex", size: int, what: str) -> list[int]:  # NumPy integers too
     """The concrete indices an int or slice selects from `size` items (NumPy semantics)."""
     if not isinstance(index, (int, slice)) and hasattr(type(index), "__index__"):
         with contextlib.suppress(TypeError):  # NumPy and 0-d tensor integers
             index = operator.index(index)
     _check_index(index, what)
+    assert isinstance(index, (int, slice))  # narrowing: _check_index refused anything else
     if isinstance(index, int):
         if not -size <= index < size:
             raise TargetError(f"{what} index {index} is out of range for size {size} (valid: {-size}..{size - 1}).")
@@ -90,7 +94,7 @@ class Target:
         'blocks.3.hook_resid_post[:, 1:, :2201]'
     """
 
-    site: Site = Site.RESID_POST
+    site: Site = Site.RESID_POST  # a string (Target(site="resid_post")) is parsed into a Site in __post_init__
     layer: int | None = None
     tokens: Index = field(default_factory=lambda: _FULL)
     features: Index = field(default_factory=lambda: _FULL)
@@ -218,7 +222,7 @@ class Target:
         """The (site, layer) pair to capture; call on a resolved target."""
         return (self.site, self.layer)
 
-    def select(self, activation: Activation) -> Activation:
+    def select(self, activation: Activation) -> Float[Tensor, "sel_batch sel_pos sel_feature"]:
         """Apply the batch, token and feature slices to a [batch, pos, feature] tensor."""
         if activation.ndim != 3:
             raise TargetError(f"Target {self} selects from [batch, pos, feature] tensors; got shape {tuple(activation.shape)}.")
@@ -243,6 +247,7 @@ class Target:
         return index_positions(self.tokens, n_pos, f"In target {self}: token")
 
     def feature_indices(self, width: int) -> list[int]:
+        """Feature indices the target observes in an activation of `width` features."""
         return index_positions(self.features, width, f"In target {self}: feature")
 
     def extract(self, model, prompt, *, prepend_bos: bool = True) -> Activation:

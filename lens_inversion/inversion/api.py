@@ -8,7 +8,7 @@ method family, when given, is an `OptionError` naming the valid ones.
 import functools
 import inspect
 from collections.abc import Sequence
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 from ..deprecation import Rename, invert_bool, renamed_options
 from ..errors import OptionError, check_choice
@@ -36,7 +36,9 @@ class MethodDefault:
         return repr(self.value)
 
 
-def _default(options: type, name: str) -> MethodDefault:
+def _default(options: type[GradientOptions] | type[ExactOptions], name: str) -> Any:
+    # Typed Any: the sentinel stands in for the option's own default, so each parameter of
+    # `invert` keeps its option's type (the overloads are what callers are checked against).
     return MethodDefault(options.__dataclass_fields__[name].default)
 
 

@@ -112,6 +112,7 @@ def order_candidates(
     start = table.mean(0).expand(rows, free, -1).clone().requires_grad_(True)
     with torch.enable_grad():
         objective(start.to(adapter.dtype)).sum().backward()
+    assert start.grad is not None  # narrowing: backward() just filled it
     grad = start.grad.float()  # [rows, free, d]
     scores = torch.einsum("rfd,kd->rfk", grad, table)
     return allowed[scores.argsort(-1)]

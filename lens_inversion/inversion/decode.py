@@ -35,6 +35,7 @@ class EmbeddingTable:
 
     @classmethod
     def of(cls, model) -> "EmbeddingTable":
+        """The float32 table of `model`, in the embedding hook's space when the model transforms embeddings."""
         adapter = adapter_for(model)
         W_pos = adapter.W_pos
         W_pos = None if W_pos is None else W_pos.detach().float().to(adapter.device)
@@ -54,6 +55,7 @@ class EmbeddingTable:
 
     @property
     def pinv(self) -> Float[Tensor, "d_model d_vocab"]:
+        """Pseudo-inverse of W_E, [d_model, d_vocab]: computed once in float64, cached as float32."""
         cached = self.__dict__.get("_pinv")
         if cached is None:
             cached = torch.linalg.pinv(self.W_E.double()).float()

@@ -23,8 +23,9 @@ from tqdm.auto import tqdm
 from ..bos import first_content_position, without_leading_bos
 from ..hooks import ModelAdapter, Site, adapter_for, preserves_model
 from ..hooks.execution import REUSE, PrefixState, run_after
-from ..validation import check_bool, check_choice, check_int, check_number, check_seed
+from ..validation import check_bool, check_choice, check_int, check_number, check_seed, validates_own_arguments
 from .candidates import ORDERS, Order, allowed_ids, order_candidates
+from .losses import tensor_sum
 from .observed import Observed, as_targets, observe
 from .result import ExactTrace, InversionResult, PositionReport, exact_verdict, warn_unverified
 
@@ -57,12 +58,10 @@ class _Rows:
 
     def sq_distance(self, capture, start: int, t: int) -> Tensor:
         """Squared L2 distance at absolute position t over the observed features, per row."""
-        total = 0.0
-        for key, rows, feats, values in self.parts:
-            if t in rows:
-                act = capture[key][:, t - start].index_select(-1, feats).float()
-                total = total + (act - values[rows[t]]).pow(2).sum(-1)
-        return total
+        return tensor_sum(
+            (capture[key][:, t - start].index_select(-1, feats).float() - values[rows[t]]).pow(2).sum(-1)
+            for key, rows, feats, values in self.parts if t in rows
+        )
 
     def norm(self, t: int) -> float:
         return sum(float(v[rows[t]].pow(2).sum()) for _, rows, _, v in self.parts if t in rows) ** 0.5
@@ -80,7 +79,7 @@ class _Search:
     adapter: ModelAdapter
     rows: _Rows
     allowed: Tensor
-    order: str
+    order: Order
     beam: int
     hidden_top: int
     batch_size: int
@@ -341,10 +340,10 @@ def _distances(adapter: ModelAdapter, observed: Observed, tokens: Tensor, embeds
     """End-to-end L2 distance between the targets of `tokens` and the observed values, per prompt."""
     with torch.no_grad():
         capture = adapter.run(tokens, embeds=embeds, capture=[t.key for t in observed.targets])
-    total = 0.0
-    for target, values in zip(observed.targets, observed.values, strict=True):
-        total = total + (target.select(capture[target.key]).float() - values).pow(2).sum((1, 2))
-    return total.sqrt()
+    return tensor_sum(
+        (target.select(capture[target.key]).float() - values).pow(2).sum((1, 2))
+        for target, values in zip(observed.targets, observed.values, strict=True)
+    ).sqrt()
 
 
 def _end_tolerance(observed: Observed, tolerance: float) -> Tensor:
@@ -353,10 +352,11 @@ def _end_tolerance(observed: Observed, tolerance: float) -> Tensor:
     The relative tolerance of the whole observation (at least float32 noise) plus the
     per-position absolute floor.
     """
-    norm = sum(v.float().pow(2).sum((1, 2)) for v in observed.values).sqrt()
+    norm = tensor_sum(v.float().pow(2).sum((1, 2)) for v in observed.values).sqrt()
     return max(tolerance, END_RELATIVE_FLOOR) * norm + ABSOLUTE_TOLERANCE * observed.n_pos**0.5
 
 
+@validates_own_arguments  # built from raw user values, then checked
 @dataclass(frozen=True, kw_only=True)
 class ExactOptions:
     """Every option of an exact inversion, checked by `checked()` before the search starts.

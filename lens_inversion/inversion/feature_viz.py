@@ -58,6 +58,7 @@ class FeatureVizResult:
             y = [] if self.loss_history is None else self.loss_history.tolist()
             fig = go.Figure(go.Scatter(y=y, mode="lines", name="loss"))
             return fig.update_layout(title=plotly_text(f"Feature visualization of {self.target}"), xaxis_title="step")
+        assert self.scan_texts is not None and self.scan_activations is not None  # narrowing: set with scan_tokens
         ids = self.scan_tokens[:k].tolist()
         fig = go.Figure(go.Bar(x=[plotly_text(repr(t)) for t in self.scan_texts[:k]], y=self.scan_activations[ids].tolist()))
         title = plotly_text(f"Single-token inputs that maximise {self.target}")

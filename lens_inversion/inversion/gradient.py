@@ -23,11 +23,11 @@ from tqdm.auto import tqdm
 from ..bos import starts_with_bos
 from ..deprecation import Rename, invert_bool, renamed_options
 from ..errors import OptionError, PromptError
-from ..hooks import Target, adapter_for, preserves_model
+from ..hooks import ModelAdapter, Target, adapter_for, preserves_model
 from ..hooks.targets import index_positions
-from ..validation import check_bool, check_choice, check_int, check_number, check_seed
+from ..validation import check_bool, check_choice, check_int, check_number, check_seed, validates_own_arguments
 from .decode import DECODINGS, EmbeddingTable, allowed_mask, embedding_scores, mask_scores
-from .losses import LossName, loss_function, total_distance
+from .losses import LossFn, LossName, loss_function, tensor_sum, total_distance
 from .observed import as_targets, observe
 from .result import GradientTrace, InversionResult, InversionVerdict, gradient_verdict
 
@@ -42,6 +42,7 @@ MAX_RESTARTS = 4096  # restarts run side by side in the batch axis: a memory bou
 VERDICT_RELATIVE_TOLERANCE = 1e-4  # the exact search's default tolerance, so both verdicts mean the same
 
 
+@validates_own_arguments  # built from raw user values, then checked
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class GradientOptions:
     """Every option of a gradient inversion, checked by `checked()` before anything runs.
@@ -145,7 +146,7 @@ OPTION_NAMES = tuple(f.name for f in dataclasses.fields(GradientOptions))
 class GradientPlan:
     """Everything the optimisation loop needs, fixed before it starts."""
 
-    adapter: object
+    adapter: ModelAdapter
     targets: tuple[Target, ...]  # batch slice dropped: restarts live in the batch axis
     names: tuple[str, ...]  # the targets as the user gave them (batch slice kept)
     values: tuple[Tensor, ...]  # [B, tokens, features], one per target
@@ -156,7 +157,7 @@ class GradientPlan:
     prefix: Tensor  # [1, n_fixed, d_model] their embeddings
     columns: Tensor | None  # direct method: the allowed token ids (x's last axis)
     mask: Tensor | None  # the allowed tokens, [d_vocab] (None: all)
-    loss_fn: object
+    loss_fn: LossFn
     true: Tensor | None  # [B, P] the true tokens when a prompt was given
     batch: int  # B prompts
     n_pos: int  # P positions
@@ -164,14 +165,17 @@ class GradientPlan:
     generator: torch.Generator | None
 
     def embeds(self, var: Tensor) -> Tensor:
+        """The model's input embeddings: the fixed prefix, then `var` (through W_E for the direct method)."""
         e = var if self.method == "embedding" else self.table.from_token_space(var, self.columns)
         return torch.cat([self.prefix.expand(e.shape[0], -1, -1), e], dim=1)
 
     def outputs(self, embeds: Tensor) -> list[Tensor]:
+        """Each target's observed slice of a run on `embeds`."""
         capture = self.adapter.run(embeds=embeds, capture=[t.key for t in self.targets])
         return [t.select(capture[t.key]) for t in self.targets]
 
     def distance(self, embeds: Tensor, upto: int | None = None) -> Tensor:
+        """Per-row distance to the repeated target values, summed over targets (`upto`: positions <= upto only)."""
         outs, vals = self.outputs(embeds), list(self.repeated)
         if upto is not None:  # sequential: only the observed positions <= upto
             pairs = [_upto(t, o, v, embeds.shape[1], upto) for t, o, v in zip(self.targets, outs, vals, strict=True)]
@@ -243,6 +247,7 @@ def start(plan: GradientPlan, opts: GradientOptions) -> Tensor:
     shape = (plan.batch * plan.restarts, plan.n_pos - plan.n_fixed, width)
     var = torch.normal(opts.noise_mean, opts.noise_std, shape, generator=plan.generator).to(adapter.device)
     if opts.start == "mixed":
+        assert plan.true is not None  # narrowing: start="mixed" needs a prompt (checked in _observed)
         truth = _true_input(plan, plan.true[:, plan.n_fixed :], adapter.d_vocab).repeat_interleave(plan.restarts, 0)
         var = opts.noise_weight * var + opts.target_weight * truth
     return var.requires_grad_(True)
@@ -280,6 +285,7 @@ def _descend(plan: GradientPlan, var: Tensor, phase: int | None, opt, sched) -> 
     per_sample = plan.distance(plan.embeds(var), upto=phase)
     per_sample.sum().backward()
     if phase is not None:  # sequential: only this phase's position moves
+        assert var.grad is not None  # narrowing: backward() just filled it
         keep = torch.zeros_like(var.grad)
         keep[:, phase - plan.n_fixed] = 1
         var.grad.mul_(keep)
@@ -324,14 +330,16 @@ class Decoded:
 
     @property
     def decoded(self) -> Tensor:
+        """[B] the decoded tokens' distance of each prompt's best restart."""
         return self.decoded_all.gather(1, self.best[:, None]).flatten()
 
     @property
     def distances(self) -> Tensor:
+        """[B] the continuous input's distance of each prompt's best restart."""
         return self.final.gather(1, self.best[:, None]).flatten()
 
 
-def _scores(plan: GradientPlan, var: Tensor, embeds: Tensor, decoding: str) -> Tensor:
+def _scores(plan: GradientPlan, var: Tensor, embeds: Tensor, decoding: Literal["pinv", "cosine", "l2", "argmax"]) -> Tensor:
     """Token scores per position of every restart, [B*R, P, d_vocab], disallowed tokens −inf."""
     if decoding != "argmax":
         scores = embedding_scores(plan.table, embeds, decoding=decoding)
@@ -348,10 +356,13 @@ def decode(plan: GradientPlan, var: Tensor, opts: GradientOptions) -> Decoded:
     with torch.no_grad():
         embeds = plan.embeds(var.detach())
         final = plan.distance(embeds).view(B, R)
+        assert opts.decoding is not None  # narrowing: GradientOptions.checked filled in the default
         scores = _scores(plan, var.detach(), embeds, opts.decoding)
         k = min(opts.top_k, plan.adapter.d_vocab if plan.mask is None else int(plan.mask.sum()))
         top_all = scores.topk(k, dim=-1).indices
-        top_all[:, : plan.n_fixed] = bos if plan.n_fixed else 0
+        if plan.n_fixed:  # (with none held fixed the slice is empty)
+            assert bos is not None  # narrowing: only a BOS is held fixed
+            top_all[:, : plan.n_fixed] = bos
         decoded_all = plan.distance(plan.table.embed(top_all[..., 0])).view(B, R)
         tied = decoded_all == decoded_all.min(1, keepdim=True).values
         best = final.masked_fill(~tied, float("inf")).argmin(1)
@@ -365,8 +376,8 @@ def decode(plan: GradientPlan, var: Tensor, opts: GradientOptions) -> Decoded:
 def _decoded_verdict(plan: GradientPlan, tokens: Tensor) -> InversionVerdict:
     """Do the decoded tokens reproduce the target? L2 over every target, as the exact search checks."""
     outs, values = plan.outputs(plan.table.embed(tokens)), plan.values
-    gap = sum((o.float() - v.float()).pow(2).flatten(1).sum(1) for o, v in zip(outs, values, strict=True)).sqrt()
-    scale = sum(v.float().pow(2).flatten(1).sum(1) for v in values).sqrt()
+    gap = tensor_sum((o.float() - v.float()).pow(2).flatten(1).sum(1) for o, v in zip(outs, values, strict=True)).sqrt()
+    scale = tensor_sum(v.float().pow(2).flatten(1).sum(1) for v in values).sqrt()
     return gradient_verdict(gap.cpu(), scale.cpu(), relative=VERDICT_RELATIVE_TOLERANCE)
 
 

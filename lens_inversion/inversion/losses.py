@@ -5,7 +5,9 @@ targets of any size: `l1` is mean |d|, `l2` the root mean square of d, `cosine` 
 1 − cos φ of the flattened outputs, `combined` is α(1 − cos φ) + β·l1.
 """
 
-from collections.abc import Callable, Sequence
+import functools
+import operator
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 import torch
@@ -39,17 +41,23 @@ def combined(output: Tensor, target: Tensor, *, alpha: float = 1.0, beta: float 
     return alpha * cosine(output, target) + beta * l1(output, target)
 
 
-def loss_function(loss: "LossName | LossFn", *, alpha: float = 1.0, beta: float = 1.0) -> LossFn:
-    """Resolve a loss name (or a user callable returning one value per sample)."""
+def loss_function(loss: object, *, alpha: float = 1.0, beta: float = 1.0) -> LossFn:
+    """Resolve a loss name (or a user callable returning one value per sample); OptionError otherwise."""
     if callable(loss):
         return _checked(loss)
     check_choice("loss", loss, LOSSES)
     if loss == "combined":
         return lambda o, t: combined(o, t, alpha=alpha, beta=beta)
-    return {"l1": l1, "l2": l2, "cosine": cosine}[loss]
+    named: dict[object, LossFn] = {"l1": l1, "l2": l2, "cosine": cosine}
+    return named[loss]
 
 
-def _checked(fn: LossFn) -> LossFn:
+def tensor_sum(terms: Iterable[Tensor]) -> Tensor:
+    """The sum of one or more tensors (the builtin `sum` starts from the int 0)."""
+    return functools.reduce(operator.add, terms)
+
+
+def _checked(fn: Callable[..., object]) -> LossFn:
     def wrapped(output: Tensor, target: Tensor) -> Tensor:
         expected = f"one value per sample, shape ({output.shape[0]},), from (output, target) of shape {tuple(output.shape)}"
         try:
@@ -73,4 +81,4 @@ def _checked(fn: LossFn) -> LossFn:
 
 def total_distance(fn: LossFn, outputs: Sequence[Tensor], targets: Sequence[Tensor]) -> Tensor:
     """Sum of the per-sample distances over several targets (several layers at once)."""
-    return sum(fn(o.float(), t.float()) for o, t in zip(outputs, targets, strict=True))
+    return tensor_sum(fn(o.float(), t.float()) for o, t in zip(outputs, targets, strict=True))

@@ -22,6 +22,7 @@ class Observed:
 
     @property
     def batch(self) -> int:
+        """Number of observations (prompts) to invert."""
         return self.values[0].shape[0]
 
 

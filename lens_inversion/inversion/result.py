@@ -1,8 +1,6 @@
 """Result types shared by every inversion method (gradient, exact) and by walks."""
 
 import math
-import os
-import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Literal
@@ -10,6 +8,7 @@ from typing import Literal
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ..callsite import user_stacklevel
 from ..deprecation import warn_renamed
 
 VerdictStatus = Literal["verified", "not verified", "ambiguous"]
@@ -61,6 +60,7 @@ class InversionVerdict:
 
     @property
     def verified(self) -> bool:
+        """Whether the status is "verified"."""
         return self.status == "verified"
 
     def __str__(self) -> str:
@@ -119,19 +119,10 @@ def gradient_verdict(decoded_gap: Tensor, scale: Tensor, relative: float) -> Inv
                "descent gives no exactness guarantee: use method=\"exact\" for a verified answer")
 
 
-def _outside_package() -> int:
-    """The stacklevel, seen from our caller, of the first frame outside lens_inversion (the user's call)."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    frame, level = sys._getframe(2), 2  # level 1: warn_unverified, 2: its caller
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
 def warn_unverified(verdict: InversionVerdict) -> None:
     """Say so when an exact search did not prove its answer (never silently wrong), at the user's call."""
     if not verdict.verified:
-        warnings.warn(f"Exact inversion is {verdict}.", InversionWarning, stacklevel=_outside_package())
+        warnings.warn(f"Exact inversion is {verdict}.", InversionWarning, stacklevel=user_stacklevel())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,7 +153,7 @@ def _moved_field(name: str, default: object) -> property:
     """A deprecated top-level field that now lives at `trace.<name>` (warns, naming the new path)."""
 
     def getter(self):
-        warn_renamed(name, f"trace.{name}", what="field", stacklevel=3)
+        warn_renamed(name, f"trace.{name}", what="field")
         return getattr(self.trace, name, default)
 
     return property(getter, doc=f"Deprecated: use `trace.{name}`.")

@@ -137,6 +137,7 @@ def orthogonal_walk(
     for _ in tqdm(range(steps), desc="orthogonal walk", disable=not progress, leave=False):
         x = e.detach().requires_grad_(True)
         walker.output(x).abs().sum().backward()
+        assert x.grad is not None  # narrowing: backward() just filled it
         g = x.grad[:, walker.n_fixed :].reshape(1, -1).to(walker.dtype)
         _, _, vh = torch.linalg.svd(g, full_matrices=True)
         pick = int(torch.randint(1, n_free, (1,), generator=gen))
@@ -176,6 +177,7 @@ def _hold(walker: _Walker, e: Tensor, free: Tensor, *, inner_steps: int, lr: flo
     for _ in range(inner_steps):
         opt.zero_grad(set_to_none=True)
         (walker.output(x) - walker.o0).abs().mean().backward()
+        assert x.grad is not None  # narrowing: backward() just filled it
         x.grad.mul_(free)
         opt.step()
     return x.detach()

@@ -38,6 +38,12 @@ class _Row:
     site: Site  # RESID_PRE (the embedding row), RESID_MID, RESID_POST, or LOGITS (the output)
     layer: int | None
 
+    @property
+    def lens_layer(self) -> int:
+        """The layer of a lens row: every row but the model's output has one."""
+        assert self.layer is not None  # narrowing: the output row is decoded by the model, not a lens
+        return self.layer
+
 
 def auto_chunk_size(d_vocab: int, n_cells: int) -> int:
     """Cells (row × position pairs) scored at once: as many as fit in CHUNK_BYTES."""
@@ -200,7 +206,7 @@ def logit_lens(
 def _row_lenses(adapter: ModelAdapter, readout: Readout, row_specs: list[_Row]) -> list[str]:
     """Which lens decodes each row ("model" for the output row); refuses uncovered sub-layer rows."""
     probe = torch.zeros(1, adapter.d_model, device=adapter.device)
-    kinds = [readout.apply(probe, row.site, row.layer)[1] if row.site is not Site.LOGITS else "model"
+    kinds = [readout.apply(probe, row.site, row.lens_layer)[1] if row.site is not Site.LOGITS else "model"
              for row in row_specs]
     missing = [row.label for row, kind in zip(row_specs, kinds, strict=True)
                if row.site is Site.RESID_MID and kind != readout.kind]
@@ -258,7 +264,7 @@ class _Decoder:
         """[rows, cells, d_vocab] logits; the output row (the last) is always a step of its own."""
         if rows == [len(self.row_specs) - 1]:
             return self.cells.take(self.logits, cells).float()[None]
-        keys = [(self.row_specs[r].site, self.row_specs[r].layer) for r in rows]
+        keys = [(self.row_specs[r].site, self.row_specs[r].lens_layer) for r in rows]
         # Layers may live on different devices (device_map); decode where the head lives.
         device = self.logits.device
         resid = torch.stack([self.readout.apply(self.cells.take(self.acts[key].to(device), cells), *key)[0]

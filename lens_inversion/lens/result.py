@@ -1,6 +1,7 @@
 """LogitLensResult: per row × position metrics of the logit lens, a heatmap and HTML."""
 
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -223,7 +224,7 @@ class LogitLensResult:
                 )
         return hover
 
-    def to_html(self, path: "str | Path", *, metrics: "tuple[str, ...]" = ("kl", "rank"), index: int = 0) -> Path:
+    def to_html(self, path: "str | Path", *, metrics: Sequence[Metric] = ("kl", "rank"), index: int = 0) -> Path:
         """Write the heatmaps of `metrics` to one self-contained offline HTML file."""
         path = check_destination(path)
         figs = [self.plot(metric=m, index=index) for m in metrics]

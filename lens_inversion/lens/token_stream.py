@@ -148,6 +148,7 @@ class ChunkCount:
     digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)  # of the chunks yielded, in order
 
     def add(self, chunk: Tensor) -> None:
+        """Count one yielded chunk and fold its ids into the digest."""
         self.chunks += 1
         self.digest.update(chunk.numpy().tobytes())
 

@@ -19,7 +19,7 @@ from ..models.loader import ASSETS, EMBEDDED
 from ..validation import check_bool, check_choice, check_int, check_text
 
 LensKind = Literal["tuned", "jacobian"]
-KINDS = ("tuned", "jacobian")
+KINDS: tuple[LensKind, ...] = ("tuned", "jacobian")
 
 
 def shipped_lens_path(name: str, kind: str) -> Path:

@@ -201,11 +201,12 @@ def _score(adapter, p, row_specs, cols, acts, logits, token_set, readout, chunk_
 def _result(adapter, p, row_specs, row_lenses, kind, cols, token_set, grid) -> TokenTrajectoryResult:
     tensors = {name: value.cpu() for name, value in grid.items()}
     tensors["tokens"] = p.tokens[:, cols].cpu().masked_fill(~tensors["valid"], -1)
-    str_tokens = [[s[c] if c < len(s) else "" for c in cols] for s in p.str_tokens]
-    lengths = p.lengths.tolist()
+    row_tokens = [[s[c] if c < len(s) else "" for c in cols] for s in p.str_tokens]
+    row_lengths = p.lengths.tolist()
+    str_tokens = row_tokens if p.batched else row_tokens[0]
+    lengths = row_lengths if p.batched else row_lengths[0]
     if not p.batched:
         tensors = {k: v[0] for k, v in tensors.items()}
-        str_tokens, lengths = str_tokens[0], lengths[0]
     inputs = [t if isinstance(t, str) else operator.index(t) for t in token_set.inputs]
     return TokenTrajectoryResult(
         **tensors,

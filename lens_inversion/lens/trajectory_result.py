@@ -100,7 +100,8 @@ class TokenTrajectoryResult:
         n = self.prob.shape[0] if self.batched else 1
         if self.batched and not -n <= index < n:
             raise OptionError(f"index={index} is out of range for a batch of {n} prompts (valid: 0..{n - 1}).")
-        length = self.prompt_lengths[index] if self.batched else self.prompt_lengths
+        lengths = self.prompt_lengths
+        length = lengths[index] if isinstance(lengths, list) else lengths  # a list exactly when batched
         check_int("position", position, low=-length, high=length - 1)
         pos = position % length
         if pos not in self.positions:

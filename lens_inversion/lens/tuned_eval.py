@@ -32,6 +32,7 @@ class HeldOutKL:
     tokens: int
 
     def to_dict(self) -> dict:
+        """The fields in a plain dict, for JSON."""
         return asdict(self)
 
     def __str__(self) -> str:
@@ -63,7 +64,9 @@ def evaluate_lens(model, lens: "TunedLens", corpus, *, seq_len: int | None = Non
         with torch.no_grad():
             final = metrics.log_probs(logits)  # log-softmax is idempotent: computed once, not per row
             for i, key in enumerate(keys):
-                tuned = adapter.lens_logits(lens.translator_for(acts[key], *key))
+                translated = lens.translator_for(acts[key], *key)
+                assert translated is not None  # narrowing: row_keys() lists the rows that have a translator
+                tuned = adapter.lens_logits(translated)
                 sums[0, i] += float(metrics.kl_divergence(final, tuned).sum())
                 sums[1, i] += float(metrics.kl_divergence(final, adapter.lens_logits(acts[key])).sum())
         tokens += batch.numel()
@@ -76,7 +79,8 @@ def evaluate_lens(model, lens: "TunedLens", corpus, *, seq_len: int | None = Non
 
 def _eval_batches(adapter, corpus, seq_len: int, micro: int, max_tokens: int | None, text_key: str):
     """Batches of equal-length chunks, up to `max_tokens` tokens (the last chunk cut to fit)."""
-    buffer, seen = [], 0
+    buffer: list[torch.Tensor] = []
+    seen = 0
     for chunk in token_chunks(adapter, corpus, seq_len=seq_len, drop_last=False, text_key=text_key):
         if max_tokens is not None:
             chunk = chunk[: max_tokens - seen]

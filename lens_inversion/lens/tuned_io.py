@@ -128,6 +128,7 @@ def load_tuned_lens(cls: "type[TunedLens]", directory) -> "TunedLens":
     lens = cls(d_model=d_model, n_layers=n_layers, sublayers=sublayers, bias=bias, metadata=meta)
     _load_state(lens.layer_translators, path / "params.pt")
     if sublayers:
+        assert lens.sublayer_translators is not None  # narrowing: built with sublayers=True
         _load_state(lens.sublayer_translators, path / "sublayers.pt")
     return lens
 

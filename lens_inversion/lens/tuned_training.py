@@ -45,6 +45,7 @@ from ..validation import (
     check_number,
     check_seed,
     check_text,
+    validates_own_arguments,
 )
 from .token_stream import ChunkCount, check_corpus, token_chunks
 
@@ -59,6 +60,7 @@ MICRO_BATCH_BYTES = 128 * 2**20  # one float32 [tokens, d_vocab] tensor of a mic
 CHECKPOINT_FORMAT = "lens_inversion.tuned_lens.checkpoint"
 
 
+@validates_own_arguments  # built from raw user values, then checked
 @dataclass(frozen=True, kw_only=True)
 class TrainOptions:
     """Everything that fixes a trained tuned lens (recorded in its metadata and checkpoints)."""
@@ -120,6 +122,7 @@ class TrainOptions:
 
     def lr_factor(self, step: int) -> float:
         """Linear warm-up to 1 over `warmup_steps`, then linear decay to 0 at `steps`."""
+        assert self.warmup_steps is not None  # narrowing: called on `resolved` options
         if step < self.warmup_steps:
             return step / self.warmup_steps
         return max(0.0, (self.steps - step) / max(1, self.steps - self.warmup_steps))
@@ -229,6 +232,7 @@ def _optimizer(opts: TrainOptions, params: list[nn.Parameter]) -> torch.optim.Op
 
 def _step_batches(adapter, corpus, opts: TrainOptions, run: _Run) -> Iterator[Tensor]:
     """[tokens_per_step / seq_len, seq_len] batches, forever: the corpus is read again when it ends."""
+    assert opts.seq_len is not None  # narrowing: called on `resolved` options
     per_step = opts.tokens_per_step // opts.seq_len
     one_shot = iter(corpus) is corpus if not isinstance(corpus, (str, os.PathLike)) else False
     while True:
@@ -298,6 +302,7 @@ def _local_gradients(adapter, lens: "TunedLens", batch: _StepBatch, opts: TrainO
             totals[i] += value
     for p, view in zip(params, views, strict=True):
         if p.grad is not view:  # autograd replaced the view instead of adding into it: take its sum back
+            assert p.grad is not None  # narrowing: every translator took part in the backward passes
             view.copy_(p.grad)
             p.grad = view
     return flat, torch.tensor(totals, dtype=torch.float64)
@@ -306,10 +311,10 @@ def _local_gradients(adapter, lens: "TunedLens", batch: _StepBatch, opts: TrainO
 def _zeroed_grads(params: list[nn.Parameter]) -> tuple[Tensor, list[Tensor]]:
     """One zeroed buffer, every parameter's `.grad` a view into it (as DDP's gradient_as_bucket_view)."""
     flat = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
-    views = list(flat.split([p.numel() for p in params]))
-    for p, view in zip(params, views, strict=True):
-        p.grad = view.view_as(p)
-    return flat, [p.grad for p in params]
+    grads = [view.view_as(p) for p, view in zip(params, flat.split([p.numel() for p in params]), strict=True)]
+    for p, grad in zip(params, grads, strict=True):
+        p.grad = grad
+    return flat, grads
 
 
 def _residuals(adapter, lens: "TunedLens", tokens: Tensor) -> tuple[dict, Tensor]:
@@ -318,7 +323,7 @@ def _residuals(adapter, lens: "TunedLens", tokens: Tensor) -> tuple[dict, Tensor
     with torch.no_grad():
         run = adapter.run(tokens, capture=keys, need_logits=True)
         acts = {k: run[k].detach().reshape(*tokens.shape, -1) for k in keys}
-    return acts, run.logits.detach()
+    return acts, run.require_logits().detach()
 
 
 def _accumulate(adapter, lens: "TunedLens", tokens: Tensor, loss: str, n_tokens: int) -> list[float]:
@@ -329,8 +334,10 @@ def _accumulate(adapter, lens: "TunedLens", tokens: Tensor, loss: str, n_tokens:
     del logits
     sums = []
     for key in lens.row_keys():
-        z = adapter.lens_logits(lens.translator_for(acts[key], *key))
-        if loss == "kl":
+        translated = lens.translator_for(acts[key], *key)
+        assert translated is not None  # narrowing: row_keys() lists the rows that have a translator
+        z = adapter.lens_logits(translated)
+        if isinstance(target, _Distill):  # loss == "kl"
             value = target.kl_sum(z)
         else:
             z = z[:, :-1].reshape(-1, z.shape[-1]).float()

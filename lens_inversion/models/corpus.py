@@ -206,10 +206,12 @@ class Corpus:
 
     @property
     def sha256(self) -> str:
+        """Hex SHA-256 of every train and held-out document, recorded in the trained model's metadata."""
         return hashlib.sha256("\n".join(self.train + ["---"] + self.heldout).encode()).hexdigest()
 
     @property
     def n_bytes(self) -> int:
+        """UTF-8 bytes of every document, one newline each."""
         return sum(len(d.encode()) + 1 for d in self.train + self.heldout)
 
     def __repr__(self) -> str:

@@ -73,7 +73,7 @@ def text_loss(model, texts: "str | list[str]", *, batch_size: int = 16) -> tuple
         tokens = torch.full((len(rows), int(lengths.max())), adapter.pad_token_id, dtype=torch.long)
         for b, r in enumerate(rows):
             tokens[b, : len(r)] = torch.tensor(r)
-        logits = adapter.run(tokens.to(adapter.device), need_logits=True).logits[:, :-1]
+        logits = adapter.run(tokens.to(adapter.device), need_logits=True).require_logits()[:, :-1]
         valid = (torch.arange(tokens.shape[1] - 1)[None] < (lengths[:, None] - 1)).to(logits.device)
         nll = metrics.cross_entropy(logits, tokens[:, 1:].to(logits.device))  # [batch, pos - 1]
         total += float(nll[valid].sum())
@@ -102,6 +102,7 @@ class ModelReport:
 
     @property
     def perplexity(self) -> float:
+        """exp(loss): the held-out perplexity."""
         return float(torch.tensor(self.loss).exp())
 
     def __repr__(self) -> str:
@@ -117,7 +118,7 @@ def heldout_loss(model, texts: list[str], *, batch_size: int = 16) -> tuple[floa
     total, count = 0.0, 0
     for i in range(0, len(texts), batch_size):
         prompt = adapter.prompt(texts[i : i + batch_size])
-        logits = adapter.run(prompt.tokens, need_logits=True).logits[:, :-1]
+        logits = adapter.run(prompt.tokens, need_logits=True).require_logits()[:, :-1]
         target = prompt.tokens[:, 1:]
         valid = torch.arange(target.shape[1])[None] < (prompt.lengths[:, None] - 1)
         nll = metrics.cross_entropy(logits, target)  # [batch, pos - 1]
@@ -133,7 +134,7 @@ def greedy(model, text: str, *, n_tokens: int = 8) -> str:
     adapter = adapter_for(model)
     tokens = adapter.prompt(text).tokens
     for _ in range(n_tokens):
-        nxt = adapter.run(tokens, need_logits=True).logits[:, -1].argmax(-1, keepdim=True)
+        nxt = adapter.run(tokens, need_logits=True).require_logits()[:, -1].argmax(-1, keepdim=True)
         tokens = torch.cat([tokens, nxt], dim=1)
     return adapter.decode(tokens[0, -n_tokens:].tolist())
 
@@ -149,7 +150,7 @@ def lens_kl_per_layer(model, texts: list[str], *, batch_size: int = 16) -> list[
         prompt = adapter.prompt(texts[i : i + batch_size])
         cap = adapter.run(prompt.tokens, capture=[(Site.RESID_POST, layer) for layer in layers], need_logits=True)
         valid = torch.arange(prompt.pos)[None] < prompt.lengths[:, None]
-        final = cap.logits[valid]
+        final = cap.require_logits()[valid]
         for layer in layers:
             lens = adapter.lens_logits(cap[(Site.RESID_POST, layer)])[valid]
             sums[layer] += float(metrics.kl_divergence(final, lens).sum())
@@ -189,6 +190,7 @@ def markdown(reports: list[ModelReport]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Evaluate the embedded models; print each report and the tables of docs/model.md."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=[n for n, p in EMBEDDED.items() if Path(p).exists()])
     parser.add_argument("--texts", type=int, default=200, help="number of held-out documents")

@@ -151,7 +151,8 @@ def kjv_documents(verses: str) -> list[str]:
     with its book abbreviation, chapter and verse. Lines that are not verses are skipped.
     """
     docs: list[str] = []
-    chapter, current = None, []
+    chapter: tuple[str, str] | None = None
+    current: list[str] = []
     for line in verses.splitlines():
         match = _VERSE.match(line.strip())
         if not match:

@@ -54,6 +54,7 @@ def fit_one(name: str, *, n_prompts: int, seq_len: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Fit and save the shipped Jacobian lens of each model, printing one JSON line each."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["tiny", "tiny-llama"])
     parser.add_argument("--prompts", type=int, default=400)

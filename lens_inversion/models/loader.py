@@ -202,7 +202,7 @@ def check_device(device) -> None:
     if not available:
         raise DeviceError(f"device={device!r} is not available in this torch {torch.__version__} install on this machine; "
                           f"give e.g. {_available_devices()}.")
-    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    count = backend.device_count() if backend is not None and hasattr(backend, "device_count") else 1
     if dev.index is not None and dev.index >= count:
         raise DeviceError(f"device={device!r} does not exist: this machine has {count} {dev.type} device(s); "
                           f"give e.g. {_available_devices()}.")

@@ -33,11 +33,13 @@ class MixedCorpus:
 
     @property
     def sha256(self) -> str:
+        """SHA-256 of the whole corpus (training, held-out and per-source held-out documents), for training.json."""
         held = [d for name in sorted(self.heldout_sources) for d in [f"--- {name}", *self.heldout_sources[name]]]
         return hashlib.sha256("\n".join(self.train + ["---"] + self.heldout + held).encode()).hexdigest()
 
     @property
     def n_bytes(self) -> int:
+        """UTF-8 bytes of every document in the corpus."""
         return n_bytes(self.train) + n_bytes(self.heldout) + sum(n_bytes(v) for v in self.heldout_sources.values())
 
     def record(self) -> dict:

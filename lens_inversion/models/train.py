@@ -58,7 +58,7 @@ class TrainConfig:
     source_cap: float = 0.25  # mixed only: most bytes any one real source may have, as a share of the whole
 
 
-def train_tokenizer(corpus: Corpus, *, vocab_size: int, n_ctx: int, out: Path):
+def train_tokenizer(corpus: "Corpus | MixedCorpus", *, vocab_size: int, n_ctx: int, out: Path):
     """A byte-level BPE with `<|endoftext|>` as BOS/EOS and a distinct `<|pad|>`, saved to `out`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -82,7 +82,8 @@ def train_tokenizer(corpus: Corpus, *, vocab_size: int, n_ctx: int, out: Path):
 
 def _rows(encoded: list[list[int]], bos: int, *, n_ctx: int, fill: bool, carry: bool) -> list[list[int]]:
     """Token rows of at most `n_ctx`, each starting with BOS (see `pack`)."""
-    rows, row = [], []
+    rows: list[list[int]] = []
+    row: list[int] = []
     for ids in encoded:
         piece = [bos, *ids] if carry and fill else [bos, *ids][:n_ctx]
         while len(row) + len(piece) > n_ctx:
@@ -126,17 +127,19 @@ def build_model(cfg: TrainConfig, tokenizer):
     ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                pad_token_id=tokenizer.pad_token_id)
     if cfg.arch == "gpt2":
-        hf_cfg = GPT2Config(
+        gpt2_cfg = GPT2Config(
             vocab_size=len(tokenizer), n_positions=cfg.n_ctx, n_embd=cfg.d_model, n_layer=cfg.n_layers,
             n_head=cfg.n_heads, n_inner=cfg.d_mlp, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **ids,
         )
-        return GPT2LMHeadModel(hf_cfg)
-    hf_cfg = LlamaConfig(
+        return GPT2LMHeadModel(gpt2_cfg)
+    # transformers 5 spells RoPE settings `rope_parameters` (a legacy `rope_theta=` is converted to this)
+    llama_cfg = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp * 2 // 3,
         num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads,
-        max_position_embeddings=cfg.n_ctx, rope_theta=10000.0, tie_word_embeddings=False, **ids,
+        max_position_embeddings=cfg.n_ctx, rope_parameters={"rope_theta": 10000.0, "rope_type": "default"},
+        tie_word_embeddings=False, **ids,
     )
-    return LlamaForCausalLM(hf_cfg)
+    return LlamaForCausalLM(llama_cfg)
 
 
 @torch.no_grad()
@@ -164,7 +167,7 @@ GRAD_CLIP = 1.0  # global gradient-norm clip: the usual GPT-2 recipe value, keep
 ADAM_BETAS = (0.9, 0.95)  # β₂ = 0.95 (not 0.999): the GPT-3 / nanoGPT choice for short, small-batch runs
 
 
-def _tokenizer(cfg: TrainConfig, corpus: Corpus, out: Path, tokenizer_dir: Path | None):
+def _tokenizer(cfg: TrainConfig, corpus: "Corpus | MixedCorpus", out: Path, tokenizer_dir: Path | None):
     """A fresh BPE trained on the corpus (saved to `out`), or the one in `tokenizer_dir`."""
     from transformers import AutoTokenizer
 
@@ -292,6 +295,7 @@ def train(cfg: TrainConfig, *, out: Path, untrained_out: Path | None, tokenizer_
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Train the embedded model of `--arch` (gpt2: tiny, llama: tiny-llama), save it and print its metadata."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", choices=["gpt2", "llama"], default="gpt2")
     parser.add_argument("--corpus", choices=["grammar", "mixed"], default="grammar",

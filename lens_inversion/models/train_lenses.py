@@ -47,6 +47,7 @@ def train_lens(name: str, *, steps: int = STEPS, tokens_per_step: int = TOKENS_P
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Train and save the tuned lens of each embedded model, printing its held-out KL (nats) per row."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=MODELS, action="append", help="default: all embedded models")
     parser.add_argument("--steps", type=int, default=STEPS)

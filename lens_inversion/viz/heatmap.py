@@ -320,7 +320,7 @@ def _color_values(values: np.ndarray, scale: ColorScale) -> tuple[np.ndarray, fl
         hi = None if hi is None else float(np.log10(hi))
     if lo is not None or hi is not None:
         z = np.clip(z, lo, hi)
-    colorbar = dict(title=dict(text=plotly_text(scale.title)))
+    colorbar: dict[str, object] = dict(title=dict(text=plotly_text(scale.title)))
     if scale.log:
         finite = z[np.isfinite(z)]
         a = lo if lo is not None else (finite.min() if finite.size else 0.0)

@@ -29,6 +29,7 @@ class ReportBuilder:
     _figures: Figures = field(default_factory=Figures)
 
     def heading(self, text: str, *, note: str = "") -> None:
+        """Start a section: an <h2> heading, with an optional note paragraph under it."""
         self.parts.append(f"<h2>{html.escape(text)}</h2>")
         if note:
             self.parts.append(f'<p class="li-note">{html.escape(note)}</p>')

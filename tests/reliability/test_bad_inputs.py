@@ -12,6 +12,7 @@ import tempfile
 import pytest
 import torch
 from fixture_models import build, has_hooked_transformer
+from old_spelling import with_old_spelling
 from untouched import Snapshot
 
 import lens_inversion as li
@@ -228,11 +229,13 @@ CASES = [
         OPT,
         ["selects no position", "slice.50, 60", r"valid: 0\.\.\d+"],
     ),
-    ("sweep-position-not-int", lambda m: _sweep(m, positions=["2"]), T_, ["must be an int or a slice", "'2'", "int or a slice"]),
-    ("sweep-features-as-string", lambda m: _sweep(m, features="0:8"), T_, ["must be an int or a slice", "'0:8'", "int or a slice"]),
+    ("sweep-position-not-int", with_old_spelling(lambda m: _sweep(m, positions=["2"])), T_,
+     ["must be an int or a slice", "'2'", "int or a slice"]),
+    ("sweep-features-as-string", with_old_spelling(lambda m: _sweep(m, features="0:8")), T_,
+     ["must be an int or a slice", "'0:8'", "int or a slice"]),
     (
         "sweep-features-beyond-d_model",
-        lambda m: _sweep(m, features=slice(100, 200)),
+        with_old_spelling(lambda m: _sweep(m, features=slice(100, 200))),
         T_,
         ["selects nothing", "'100:200'", rf"0\.\.{D_MODEL - 1}"],
     ),
@@ -242,7 +245,8 @@ CASES = [
         OPT,
         ["widths must be", rf"\[{D_MODEL + 1}\]", rf"\[0, {D_MODEL}\]"],
     ),
-    ("sweep-site-logits", lambda m: _sweep(m, site="logits"), OPT, ["cannot be ablated", "'logits'", "resid_pre, resid_mid"]),
+    ("sweep-site-logits", with_old_spelling(lambda m: _sweep(m, site="logits")), OPT,
+     ["cannot be ablated", "'logits'", "resid_pre, resid_mid"]),
     # ----- tokens to allow ----------------------------------------------------------------
     ("exact-allowed-empty", lambda m: _exact(m, allowed_tokens=[]), OPT, ["allowed_tokens is empty", "empty", "at least one token"]),
     (
@@ -642,9 +646,9 @@ PATH_CASES = [
      ["must return a tensor", "got float", "one value per sample"]),
     ("sweep-metric-callable-raises", lambda m: _sweep(m, layers=[0], metric=_raises), OPT,
      ["metric callable raised ZeroDivisionError", "boom", r"one value per row, shape \(\d+,\)"]),
-    ("target-callable-raises", lambda m: ATTRIBUTION(m, PROMPT, target=_raises, **Q), OPT,
+    ("target-callable-raises", with_old_spelling(lambda m: ATTRIBUTION(m, PROMPT, target=_raises, **Q)), OPT,
      ["target callable raised ZeroDivisionError", "boom", r"\[batch\] or \[batch, k\]"]),
-    ("target-callable-returns-logits", lambda m: ATTRIBUTION(m, PROMPT, target=lambda logits: logits, **Q), OPT,
+    ("target-callable-returns-logits", with_old_spelling(lambda m: ATTRIBUTION(m, PROMPT, target=lambda logits: logits, **Q)), OPT,
      ["must return", rf"got shape \(1, \d+, {D_VOCAB}\)", r"\[batch\] or \[batch, k\]"]),
     # ----- context managers entered twice ------------------------------------------------------
     ("ablated-entered-again", _reenter, li.errors.ReusedContextError,
@@ -671,7 +675,7 @@ PATH_CASES = [
      [f"at most n_ctx={N_CTX} positions", f"{N_CTX + 3} positions", "subtract_positions=False"]),
     ("attribute-target-hook-short-form", lambda m: li.attribute(m, PROMPT, target="resid_post.1", **Q), T_,
      ["neither a next-token id", "target='resid_post.1'", r"write 'blocks\.1\.hook_resid_post'.*li\.invert"]),
-    ("attribute-target-multi-token-string", lambda m: li.attribute(m, PROMPT, target=" sky is blue", **Q), T_,
+    ("attribute-target-multi-token-string", with_old_spelling(lambda m: li.attribute(m, PROMPT, target=" sky is blue", **Q)), T_,
      ["not a next-token target", "' sky is blue'", "single-token string, a callable on the logits"]),
     ("ablate-float-seed", lambda m: li.Ablate(T, mode="resample", reference=PROMPT, seed=1.5), OPT,
      ["not valid", "seed=1.5", r"integer in \[0, 2\*\*63 - 1\]"]),
@@ -703,11 +707,11 @@ PATH_CASES = [
 ]
 
 FEATURE_CASES = [
-    ("sweep-features-a-string", lambda m: _sweep(m, layers=[0], features="x"), T_,
+    ("sweep-features-a-string", with_old_spelling(lambda m: _sweep(m, layers=[0], features="x")), T_,
      ["feature must be", "'x'", "an int or a slice"]),
-    ("sweep-features-a-float", lambda m: _sweep(m, layers=[0], features=2.5), T_,
+    ("sweep-features-a-float", with_old_spelling(lambda m: _sweep(m, layers=[0], features=2.5)), T_,
      ["feature must be", "2.5", "an int or a slice"]),
-    ("sweep-features-zero-step", lambda m: _sweep(m, layers=[0], features=slice(0, 8, 0)), T_,
+    ("sweep-features-zero-step", with_old_spelling(lambda m: _sweep(m, layers=[0], features=slice(0, 8, 0))), T_,
      ["feature slice", "step", "cannot be zero"]),
 ]
 CASES += _options_cases() + PATH_CASES + FEATURE_CASES
