@@ -1,23 +1,24 @@
 """Fit the Jacobian lenses shipped with the embedded models (TransformerLens's estimator).
 
-Prompts are training documents of the embedded corpus (the first documents of
-`build_corpus`'s train split, joined until each reaches the context), so the lens sees the
-distribution the model was trained on; the held-out split stays unseen for evaluation.
+Prompts are the model's own training documents (rebuilt from its `training.json` by
+`training_text.training_documents`, in training order, joined until each reaches the context),
+so the lens sees the distribution the model was trained on; the held-out split stays unseen.
 
-Run: python -m lens_inversion.models.fit_jacobian_lenses [--models tiny tiny-llama] [--prompts 400]
+Run: python -m lens_inversion.models.fit_jacobian_lenses --cache DIR [--models tiny tiny-llama] [--prompts 400]
 """
 
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 
 from ..errors import OptionError
 from ..hooks.adapter import adapter_for
 from ..lens.trained import fit_jacobian_lens, shipped_lens_path
-from .corpus import build_corpus
 from .loader import load_model
+from .training_text import training_documents
 
 
 def context_prompts(adapter, docs: list[str], *, n: int, n_tokens: int) -> list[str]:
@@ -33,15 +34,15 @@ def context_prompts(adapter, docs: list[str], *, n: int, n_tokens: int) -> list[
     raise OptionError(f"The corpus gave only {len(prompts)} prompts of {n_tokens} tokens; {n} were asked for.")
 
 
-def fit_one(name: str, *, n_prompts: int, seq_len: int) -> dict:
+def fit_one(name: str, *, n_prompts: int, seq_len: int, cache: Path | None = None) -> dict:
     """Fit, strip the install-specific model path, save; return what was done."""
     model = load_model(name)
     adapter = adapter_for(model)
     torch.manual_seed(0)
-    docs = build_corpus(n_train=4 * n_prompts * 4, n_heldout=1).train
+    docs = training_documents(name, cache=cache)[: 4 * n_prompts * 4]
     prompts = context_prompts(adapter, docs, n=n_prompts, n_tokens=seq_len)
     start = time.perf_counter()
-    lens = fit_jacobian_lens(model, prompts, max_seq_len=seq_len, dim_batch=32, corpus_name="embedded corpus (train split)")
+    lens = fit_jacobian_lens(model, prompts, max_seq_len=seq_len, dim_batch=32, corpus_name="the model's training text")
     seconds = time.perf_counter() - start
     # The absolute asset path differs per install; the unembedding fingerprint names the model instead.
     lens.metadata.pop("model_name", None)
@@ -59,10 +60,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", default=["tiny", "tiny-llama"])
     parser.add_argument("--prompts", type=int, default=400)
     parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--cache", type=Path, default=None, help="fetched sources (models trained on the mixture)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     for name in args.models:
-        print(json.dumps(fit_one(name, n_prompts=args.prompts, seq_len=args.seq_len)))
+        print(json.dumps(fit_one(name, n_prompts=args.prompts, seq_len=args.seq_len, cache=args.cache)))
 
 
 if __name__ == "__main__":
