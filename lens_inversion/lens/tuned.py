@@ -7,8 +7,11 @@ the identity. This module holds the `TunedLens` class; its files (the `tuned-len
 artifact format) are `tuned_io`, its training `tuned_training`, its evaluation `tuned_eval`.
 """
 
+import functools
 import os
+import types
 import warnings
+from collections.abc import Callable
 from copy import deepcopy
 from pathlib import Path
 from typing import Literal
@@ -37,6 +40,39 @@ def _translators(d_model: int, n: int, *, bias: bool = True) -> nn.ModuleList:
     if bias:
         nn.init.zeros_(layer.bias)
     return nn.ModuleList([deepcopy(layer) for _ in range(n)])
+
+
+def _is_mode_call(args: tuple, kwargs: dict) -> bool:
+    """Whether a call on an instance is nn.Module's `train(mode=True)`: no argument or one bool."""
+    if not args:
+        return set(kwargs) <= {"mode"}
+    return len(args) == 1 and isinstance(args[0], bool) and not kwargs
+
+
+class _TrainOrSetMode:
+    """`TunedLens.train(model, corpus, ...)` trains a lens; `lens.train(mode)` sets nn.Module's training mode.
+
+    nn.Module's `eval()` and a parent module's `train(mode)` call `train(mode)` on every child,
+    so a call on an instance with no argument or a single bool goes to nn.Module; anything
+    else (a model and a corpus) trains a new lens, as on the class.
+    """
+
+    def __init__(self, fit: Callable[..., "TunedLens"]) -> None:
+        self.fit = fit
+        functools.update_wrapper(self, fit)
+
+    def __get__(self, instance: "TunedLens | None", owner: type) -> Callable:
+        bound = types.MethodType(self.fit, owner)
+        if instance is None:
+            return bound
+
+        @functools.wraps(self.fit)
+        def train(*args, **kwargs):
+            if _is_mode_call(args, kwargs):
+                return nn.Module.train(instance, *args, **kwargs)
+            return bound(*args, **kwargs)
+
+        return train
 
 
 class TunedLens(nn.Module):
@@ -87,10 +123,8 @@ class TunedLens(nn.Module):
         lens = cls(d_model=adapter.d_model, n_layers=adapter.n_layers, sublayers=sublayers, metadata=meta)
         return lens.to(adapter.device)
 
-    # Shadows nn.Module.train(mode): `TunedLens.train(model, corpus)` is the training entry.
-    # Known issue (found by mypy, not fixed here): nn.Module routes `lens.eval()` and a parent
-    # module's `.train(mode)` through this, so they raise TypeError on a TunedLens.
-    @classmethod
+    # `TunedLens.train(model, corpus)` is the training entry; on an instance, `train(mode)` stays
+    # nn.Module's, which `lens.eval()` and a parent module's `.train(mode)` call (see _TrainOrSetMode).
     def train(  # type: ignore[override]
         cls, model, corpus, /, *,
         steps: int = 250, tokens_per_step: int = 2**18, seq_len: int | None = None,
@@ -144,6 +178,8 @@ class TunedLens(nn.Module):
         )
         return train_tuned_lens(model, corpus, opts, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                                 held_out=held_out, progress=progress)
+
+    train = _TrainOrSetMode(train)  # type: ignore[assignment]
 
     # ----- reading rows ---------------------------------------------------------------
     def translator_index(self, site: Site, layer: int | None) -> tuple[bool, int] | None:

@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompts", type=int, default=400)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--cache", type=Path, default=None, help="fetched sources (models trained on the mixture)")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     for name in args.models:
         print(json.dumps(fit_one(name, n_prompts=args.prompts, seq_len=args.seq_len, cache=args.cache)))
 
