@@ -59,7 +59,7 @@ class _TrainOrSetMode:
 
     def __init__(self, fit: Callable[..., "TunedLens"]) -> None:
         self.fit = fit
-        functools.update_wrapper(self, fit)
+        self.__doc__ = fit.__doc__
 
     def __get__(self, instance: "TunedLens | None", owner: type) -> Callable:
         bound = types.MethodType(self.fit, owner)
