@@ -169,7 +169,7 @@ def test_resample_sweep_same_seed_same_bits():
         "In the morning the birds sing loud.",
         "She reads books about rivers and hills.",
     ]
-    options = dict(ablation="resample", reference=references, site="resid_mid", batch_size=3, **Q)
+    options = dict(ablation="resample", reference=references, target="resid_mid", batch_size=3, **Q)
     first = li.ablation_sweep(model, PROMPT, seed=5, **options)
     _disturb_global_rng()
     again = li.ablation_sweep(model, PROMPT, seed=5, **options)
