@@ -117,15 +117,12 @@ def _check_flags(method, metric, normalize, reuse, batch_size, **flags) -> None:
 def plan_attribution(model, prompt, *, method, target, answer, objective, baseline, metric, window, signed,
                      normalize, include_bos, per_output, weights, batch_size, reuse, progress) -> AttributionPlan:
     """Check every option, tokenize the prompt and build the objective (nothing is attributed yet)."""
-    check_int("batch_size", batch_size, low=1, allow_none=True)
-    check_choice("reuse", reuse, REUSE)
+    _check_flags(method, metric, normalize, reuse, batch_size, signed=signed, per_output=per_output,
+                 include_bos=include_bos, progress=progress)
     setup = prepare(model, prompt, include_bos=include_bos)
     adapter, tokens = setup.adapter, setup.tokens
     explained = build_objective(adapter, tokens, target=target, answer=answer, objective=objective,
                                 per_output=per_output)
-    _check_flags(method, metric, normalize, reuse, batch_size, signed=signed, per_output=per_output,
-                 include_bos=include_bos)
-    check_bool("progress", progress)
     if metric != "l1" and not explained.is_logits:
         raise OptionError(
             f"metric={metric!r} compares next-token distributions; it needs target=None or a token (answer=). "

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .._typing import Activation
 from ..errors import TargetError
-from ..validation import read_prompt
+from ..validation import read_prompt, validates_own_arguments
 from .sites import Site
 
 Index = int | slice
@@ -79,6 +79,7 @@ def index_positions(index: "Index | SupportsIndex", size: int, what: str) -> lis
     return chosen
 
 
+@validates_own_arguments  # Target(site="resid_post", ...) takes a site name too; __post_init__ checks every field
 @dataclass(frozen=True, kw_only=True)
 class Target:
     """An activation to read or match: `blocks.3.hook_resid_post[:, 1:, :2201]`.

@@ -425,7 +425,7 @@ def check_sweep(model, tokens):
     """Zero-ablation sweep of resid_post, KL at the last position, vs a loop of hooked forwards."""
     import lens_inversion as li
 
-    result = li.ablation_sweep(model, tokens, ablation="zero", site="resid_post", metric="kl", progress=False)
+    result = li.ablation_sweep(model, tokens, ablation="zero", target="resid_post", metric="kl", progress=False)
     clean = torch.log_softmax(logits_of(model, tokens)[0, -1], -1)
     n, pos = model.cfg.n_layers, tokens.shape[1]
     expected = torch.zeros(n, pos)

@@ -184,7 +184,7 @@ def test_a_fast_path_the_architecture_cannot_run_is_unsupported_quietly(hf_model
     monkeypatch.setattr(HFCache, "expanded", expanded)
     with warnings.catch_warnings():
         warnings.simplefilter("error", SelfCheckWarning)
-        sweep = li.ablation_sweep(hf_model, TEXT, layers=[1], positions=[2, 4], progress=False)
+        sweep = li.ablation_sweep(hf_model, TEXT, layers=[1], target="resid_post[:, 2:5:2]", progress=False)
     verdict = next(v for v in sweep.checks if v.name == "layered_run[hf]")
     assert verdict.status == "unsupported" and verdict.healthy and "expanded size" in verdict.detail
     adapter = adapter_for(hf_model)

@@ -60,7 +60,7 @@ def test_grad_x_input_equals_autograd_in_the_models_dtype(name, dtype):
     adapter = adapter_for(model)
     tokens = _tokens(model)
     token = 7
-    result = li.attribute(model, PROMPT, target=token, normalize="none", **Q)
+    result = li.attribute(model, PROMPT, answer=token, normalize="none", **Q)
     assert result.scores.dtype == torch.float32 and torch.isfinite(result.raw_scores).all()
 
     embeds = (model.W_E.detach()[tokens] * adapter.embed_scale).to(dtype).requires_grad_(True)
@@ -78,7 +78,7 @@ def test_occlusion_equals_a_naive_loop(name, dtype):
     model = half(name, dtype)
     tokens = _tokens(model, "The sky is blue.")
     token, pad = 7, adapter_for(model).pad_token_id
-    result = li.attribute(model, tokens, method="occlusion", target=token, normalize="none", reuse="recompute", **Q)
+    result = li.attribute(model, tokens, method="occlusion", answer=token, normalize="none", reuse="recompute", **Q)
     clean = _logits(model, tokens)[0, -1, token].float()
     expected = torch.zeros(tokens.shape[1])
     for c in range(1, tokens.shape[1]):
@@ -113,7 +113,7 @@ def test_gradient_inversion_keeps_float32_variables_and_descends(name, dtype):
 def test_ablation_sweep_equals_a_naive_loop(name, dtype):
     model = half(name, dtype)
     tokens = _tokens(model)
-    sweep = li.ablation_sweep(model, PROMPT, site="resid_pre", metric="kl", positions=[1, 4, -1], batch_size=2, **Q)
+    sweep = li.ablation_sweep(model, PROMPT, target="resid_pre[:, 1:]", metric="kl", batch_size=2, **Q)
     assert sweep.values.dtype == torch.float32 and torch.isfinite(sweep.values).all()
     clean = _logits(model, tokens)[0, -1].float().log_softmax(-1)
     for i, layer in enumerate(sweep.layers):
@@ -169,7 +169,7 @@ def test_resample_sweep_same_seed_same_bits():
         "In the morning the birds sing loud.",
         "She reads books about rivers and hills.",
     ]
-    options = dict(ablation="resample", reference=references, site="resid_mid", batch_size=3, **Q)
+    options = dict(ablation="resample", reference=references, target="resid_mid", batch_size=3, **Q)
     first = li.ablation_sweep(model, PROMPT, seed=5, **options)
     _disturb_global_rng()
     again = li.ablation_sweep(model, PROMPT, seed=5, **options)

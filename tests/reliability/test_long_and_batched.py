@@ -55,11 +55,11 @@ def test_prompt_at_n_ctx(name):
     assert_close(lens.kl[1], (final.exp() * (final - first)).sum(-1), atol=1e-5, rtol=1e-4)
 
     token = 11
-    attr = li.attribute(model, tokens[0], target=token, normalize="none", **Q)
+    attr = li.attribute(model, tokens[0], answer=token, normalize="none", **Q)
     expected = grad_x_input_reference(model, tokens, token, adapter_for(model).embed_scale)
     assert_close(attr.raw_scores, expected, atol=1e-5, rtol=1e-4)
 
-    occ = li.attribute(model, tokens, method="occlusion", target=token, normalize="none", **Q)
+    occ = li.attribute(model, tokens, method="occlusion", answer=token, normalize="none", **Q)
     for c in (1, n_ctx // 2, n_ctx - 1):  # first, middle and last positions against single forwards
         occluded = tokens.clone()
         occluded[0, c] = adapter_for(model).pad_token_id

@@ -89,8 +89,8 @@ def test_attribution_on_8bit_equals_autograd_and_a_naive_loop(kind):
     tokens = adapter.prompt(PROMPT).tokens
     token = 9
     snapshot = Snapshot(model)
-    grad = li.attribute(model, PROMPT, target=token, normalize="none", **Q)
-    occ = li.attribute(model, PROMPT, method="occlusion", target=token, normalize="none", reuse="recompute", **Q)
+    grad = li.attribute(model, PROMPT, answer=token, normalize="none", **Q)
+    occ = li.attribute(model, PROMPT, method="occlusion", answer=token, normalize="none", reuse="recompute", **Q)
     snapshot.assert_unchanged()
     assert torch.isfinite(grad.raw_scores).all() and torch.isfinite(occ.raw_scores).all()
 

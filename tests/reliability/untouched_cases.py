@@ -70,7 +70,7 @@ CASES = [
         "attribute-occlusion-recompute-window",
         lambda m: li.attribute(m, PROMPT, method="occlusion", window=2, reuse="recompute", metric="kl", **Q),
     ),
-    ("attribute-token-target-signed", lambda m: li.attribute(m, PROMPT, target=5, signed=True, baseline="zero", **Q)),
+    ("attribute-token-target-signed", lambda m: li.attribute(m, PROMPT, answer=5, signed=True, baseline="zero", **Q)),
     (
         "invert-direct-allowed-mixed",
         lambda m: li.invert(
@@ -89,10 +89,10 @@ CASES = [
             m, PROMPT, ablation="resample", reference=["A cat sat on the mat by the door.", "The sea is deep and the sun is bright."], **Q
         ),
     ),
-    ("sweep-mean-embed-loss", lambda m: li.ablation_sweep(m, PROMPT, ablation="mean", site="embed", metric="loss", **Q)),
+    ("sweep-mean-embed-loss", lambda m: li.ablation_sweep(m, PROMPT, ablation="mean", target="embed", metric="cross_entropy", **Q)),
     (
         "sweep-callable-metric",
-        lambda m: li.ablation_sweep(m, PROMPT, site="attn_out", metric=lambda a, c: (a[:, -1] - c[:, -1]).abs().sum(-1), **Q),
+        lambda m: li.ablation_sweep(m, PROMPT, target="attn_out", metric=lambda a, c: (a[:, -1] - c[:, -1]).abs().sum(-1), **Q),
     ),
     ("ablated-nested-logit-lens", _nested_lens),
     ("faithfulness-random-orders", lambda m: li.faithfulness(m, PROMPT, li.attribute(m, PROMPT, **Q), n_random=2, steps=3, **Q)),
