@@ -62,8 +62,11 @@ LAYOUT_PROBE = """<script>
     r.width = Math.round(box.width);
     r.page = Math.round(document.body.getBoundingClientRect().width);
     var want = (div.data || []).filter(function (t) { return t.type === 'heatmap' || t.type === 'bar'; }).length;
-    var drawn = Array.prototype.filter.call(div.querySelectorAll('.cartesianlayer .hm image, .cartesianlayer .trace.bars'),
-      function (e) { var b = e.getBoundingClientRect(); return b.width > 0 && b.height > 0; }).length;
+    // A heatmap drew when its image has a box; a bar trace when plotly made its group (a bar of
+    // height 0, e.g. a token accuracy of 0, has no box but did draw).
+    var drawn = Array.prototype.filter.call(div.querySelectorAll('.cartesianlayer .hm image'),
+      function (e) { var b = e.getBoundingClientRect(); return b.width > 0 && b.height > 0; }).length +
+      div.querySelectorAll('.cartesianlayer .trace.bars').length;
     // A line chart (no heatmap or bar) drew when each of its scatter traces has a visible box.
     var lines = (div.data || []).filter(function (t) { return t.type === 'scatter'; }).length;
     var drawnLines = Array.prototype.filter.call(div.querySelectorAll('.scatterlayer .trace.scatter'),
