@@ -35,9 +35,7 @@ test: install-dev
 # tests/shape_checks.py) and warnings from our own code, old spellings included, as errors.
 test-strict: install-dev
 	LI_STRICT_TESTS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile \
-		--jaxtyping-packages=lens_inversion,shape_checks.checked \
-		-W "error:::lens_inversion" -W "ignore::DeprecationWarning:lens_inversion" -W "ignore::FutureWarning:lens_inversion" \
-		-W "error:The (option|field|metric) .* is renamed:DeprecationWarning"
+		--jaxtyping-packages=lens_inversion,shape_checks.checked  # warning filters: tests/conftest.py
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -125,6 +125,7 @@ class TunedLens(nn.Module):
 
     # `TunedLens.train(model, corpus)` is the training entry; on an instance, `train(mode)` stays
     # nn.Module's, which `lens.eval()` and a parent module's `.train(mode)` call (see _TrainOrSetMode).
+    @classmethod
     def train(  # type: ignore[override]
         cls, model, corpus, /, *,
         steps: int = 250, tokens_per_step: int = 2**18, seq_len: int | None = None,
@@ -179,7 +180,7 @@ class TunedLens(nn.Module):
         return train_tuned_lens(model, corpus, opts, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                                 held_out=held_out, progress=progress)
 
-    train = _TrainOrSetMode(train)  # type: ignore[assignment]
+    train = _TrainOrSetMode(train.__func__)  # type: ignore[assignment, attr-defined]
 
     # ----- reading rows ---------------------------------------------------------------
     def translator_index(self, site: Site, layer: int | None) -> tuple[bool, int] | None:
