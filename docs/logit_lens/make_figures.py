@@ -25,9 +25,12 @@ HERE = Path(__file__).parent
 PROMPTS = {"sky": "The sky is blue.", "plasma": "Plasma glows in the dark. Plasma glows in the dark."}
 
 
+VISIBLE = {" ": "␣", "\n": "↵", "\r": "\\r", "\t": "\\t", "$": r"\$"}
+
+
 def show(token: str) -> str:
-    """Make whitespace visible (␣, ↵) and escape `$`, so matplotlib draws the token literally."""
-    return token.replace(" ", "␣").replace("\n", "↵").replace("$", r"\$")
+    """Make whitespace and control bytes visible (␣, ↵, \\r, \\t, \\xNN) and escape `$`, so matplotlib draws the token literally."""
+    return "".join(VISIBLE.get(ch, ch if ch.isprintable() else f"\\x{ord(ch):02x}") for ch in token)
 
 
 def draw(lens, metric: str, path: Path) -> None:

@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from .._typing import Embeds, Logits, Resid, Tokens
+from .._typing import Embeds, Tokens
 from ..errors import PromptError, TargetError, UnsupportedModelError
 from .execution import Capture, CapturePlan, forward_tokens, mask_breaks_causality, run_full, run_padded
 from .interventions import HookFn, attached
@@ -213,7 +213,7 @@ class ModelAdapter:
         norm = getattr(self.model, "_modules", {}).get("ln_final") if self.is_bridge else getattr(self.model, "ln_final", None)
         return resid if norm is None else norm(resid)
 
-    def unembed(self, normed: Resid) -> Logits:
+    def unembed(self, normed: Float[Tensor, "*cells d_model"]) -> Float[Tensor, "*cells d_vocab"]:
         """Unembedding (with bias), then the model's own output transform.
 
         A bridge's unembedding component is the bare head; the architecture adapter holds

@@ -8,7 +8,6 @@ never used).
 """
 
 import argparse
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from .. import metrics
 from ..hooks import Site, adapter_for, preserves_model
 from .loader import EMBEDDED, load_model
+from .training_text import heldout_by_source, heldout_generated
 
 # Written for this evaluation (not taken from any source): ordinary modern English, ~80 words.
 MODERN_PARAGRAPH = (
@@ -38,17 +38,13 @@ def heldout_texts(n: int | None = None) -> list[str]:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(EMBEDDED["tiny"]))  # local directory  # offline-ok
-    lines = (EMBEDDED["tiny"] / "heldout.txt").read_text().splitlines()
-    fits = [line for line in lines if line and len(tok.encode(line, add_special_tokens=False)) < tok.model_max_length]
+    fits = [doc for doc in heldout_generated("tiny") if len(tok.encode(doc, add_special_tokens=False)) < tok.model_max_length]
     return fits[:n]
 
 
 def heldout_source_texts(n: int | None = None) -> dict[str, list[str]]:
     """Held-out documents of each real source shipped with `tiny` (empty if it was trained on the grammar only)."""
-    path = EMBEDDED["tiny"] / "heldout_sources.json"
-    if not path.exists():
-        return {}
-    return {name: docs[:n] for name, docs in json.loads(path.read_text()).items()}
+    return {name: docs[:n] for name, docs in heldout_by_source("tiny").items()}
 
 
 @preserves_model

@@ -43,11 +43,17 @@ def training_documents(name: str, *, cache: Path | None) -> list[str]:
     return corpus.train
 
 
+def heldout_generated(name: str) -> list[str]:
+    """The generated held-out documents shipped beside `name` (from a seed training never used)."""
+    return [line for line in (ASSETS / name / "heldout.txt").read_text().splitlines() if line]
+
+
+def heldout_by_source(name: str) -> dict[str, list[str]]:
+    """The held-out documents of each real source shipped beside `name` (none for a grammar-only model)."""
+    path = ASSETS / name / "heldout_sources.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def heldout_documents(name: str) -> list[str]:
     """Held-out documents shipped beside `name`: the generated ones, then each real source's."""
-    folder = ASSETS / name
-    docs = [line for line in (folder / "heldout.txt").read_text().splitlines() if line]
-    sources = folder / "heldout_sources.json"
-    if sources.exists():
-        docs += [doc for part in json.loads(sources.read_text()).values() for doc in part]
-    return docs
+    return heldout_generated(name) + [doc for part in heldout_by_source(name).values() for doc in part]

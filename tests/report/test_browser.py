@@ -198,7 +198,10 @@ def test_the_layout_probe_catches_the_old_layout(tmp_path):
     labels = ["&lt;|endoftext|&gt;", "The", " sky", " is", " blue", "."]
     old = go.Figure(go.Heatmap(z=[list(range(6))], x=list(range(6)), y=[0], text=[list("abcdef")],
                                texttemplate="%{text}", textfont=dict(size=10)))
-    old.update_layout(width=450, height=320, xaxis=dict(tickvals=list(range(6)), ticktext=labels, tickangle=0),
+    # One font, 14 px ticks: the labels collide whatever fonts the machine has (plotly's "arial"
+    # is Liberation Sans where fonts-liberation is installed, narrower than the DejaVu fallback).
+    old.update_layout(width=450, height=320, font=dict(family="DejaVu Sans"),
+                      xaxis=dict(tickvals=list(range(6)), ticktext=labels, tickangle=0, tickfont=dict(size=14)),
                       title="Logit lens: KL(final ‖ row) (outlined: row's top-1 = final top-1; * = final top-1 correct)")
     page = ReportBuilder(title="old layout")
     page.fragment(pio.to_html(old, full_html=False, include_plotlyjs=True))
