@@ -71,8 +71,8 @@ def bench(name, model, prompt, args):
     start = time.perf_counter()
     res = invert_exact(model, prompt, target=target, progress=False, seed=0)
     exact_s = time.perf_counter() - start
-    checked = sum(p.candidates_checked for p in res.positions) / (n_pos * adapter.d_vocab)
-    margin = min(p.margin for p in res.positions)
+    checked = sum(p.candidates_checked for p in res.trace.positions) / (n_pos * adapter.d_vocab)
+    margin = min(p.margin for p in res.trace.positions)
     rows.append(("exact (ours)", exact_s, exact_s / n_pos, checked, res.token_accuracy, margin))
 
     key = (Site.RESID_POST, last)
@@ -112,8 +112,8 @@ def bandwidth(widths=(128, 64, 32, 16, 8, 4, 2, 1), layers=(0, 3)) -> None:
             target = f"blocks.{layer}.hook_resid_post[:, :, :{k}]"
             start = time.perf_counter()
             res = invert_exact(model, TEXT, target=target, progress=False, seed=0)
-            margins = sorted(p.margin for p in res.positions)
-            unique = sum(p.unique for p in res.positions)
+            margins = sorted(p.margin for p in res.trace.positions)
+            unique = sum(p.unique for p in res.trace.positions)
             print(f"| {layer} | {k} | {res.token_accuracy:.2f} | {unique}/{len(margins)} | {margins[0]:.3g} | "
                   f"{margins[len(margins) // 2]:.3g} | {time.perf_counter() - start:.1f} |")
 

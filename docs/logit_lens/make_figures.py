@@ -29,7 +29,7 @@ VISIBLE = {" ": "␣", "\n": "↵", "\r": "\\r", "\t": "\\t", "$": r"\$"}
 
 
 def show(token: str) -> str:
-    """Make whitespace and control bytes visible (␣, ↵, \\r, \\t, \\xNN) and escape `$`, so matplotlib draws the token literally."""
+    r"""Make whitespace and control bytes visible (␣, ↵, \r, \t, \xNN) and escape `$`, so matplotlib draws the token literally."""
     return "".join(VISIBLE.get(ch, ch if ch.isprintable() else f"\\x{ord(ch):02x}") for ch in token)
 
 

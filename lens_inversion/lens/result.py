@@ -106,7 +106,7 @@ class LogitLensResult:
         """Where the row's top-1 token equals the model's final top-1 (the outlined cells)."""
         return (self.top_tokens[..., 0] == self.final_top1[..., None, :]) & self.valid[..., None, :]
 
-    def token_str(self, token_id: "int | np.integer") -> str:
+    def token_str(self, token_id: "int | np.integer | Int[Tensor, '']") -> str:
         """The text of a token id that appears in this result."""
         return self.vocab_strings.get(int(token_id), f"<{int(token_id)}>")
 
