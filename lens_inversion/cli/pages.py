@@ -52,7 +52,7 @@ def _verdict_html(verdict) -> str:
 def inversion_sections(result, original_tokens: "list[str]", prompt: str) -> list[str]:
     """The verdict, the two texts side by side, and a per-token table (exact evidence when present)."""
     recovered = result.str_tokens[0] if result.str_tokens else []
-    reports = {r.position: r for r in getattr(result, "positions", ()) or ()}
+    reports = {r.position: r for r in getattr(result.trace, "positions", None) or ()}  # exact evidence only
     texts = ("<table class='texts' border='1' style='border-collapse:collapse'><tr><th>original</th>"
              f"<th>recovered</th></tr><tr><td><code>{html.escape(prompt)}</code></td>"
              f"<td><code>{html.escape(result.text)}</code></td></tr></table>")
