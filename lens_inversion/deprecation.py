@@ -70,6 +70,34 @@ def renamed_options(**renames: "str | Rename") -> Callable:
     return decorate
 
 
+def translate_values(kwargs: dict, renames: "dict[str, dict[str, str]]") -> dict:
+    """`kwargs` with every old spelling of a value (option={old: new}) replaced by the new one (warned)."""
+    out = dict(kwargs)
+    for option, spellings in renames.items():
+        value = out.get(option)
+        if isinstance(value, str) and value in spellings:
+            warn_renamed(value, spellings[value], what=option)
+            out[option] = spellings[value]
+    return out
+
+
+def renamed_values(**renames: "dict[str, str]") -> Callable:
+    """Decorator: accept old spellings of option values (option={old: new}) with a DeprecationWarning.
+
+    The value is translated before the function is entered, so its annotations and checks see
+    only the current spelling.
+    """
+
+    def decorate(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            return function(*args, **translate_values(kwargs, renames))
+
+        return wrapper
+
+    return decorate
+
+
 def renamed_field(old: str, new: str) -> property:
     """A read-only property `old` that returns `self.new` and warns (for result dataclasses)."""
 
@@ -85,4 +113,7 @@ def invert_bool(value: Any) -> Any:
     return (not value) if isinstance(value, bool) else value
 
 
-__all__ = ["REMOVED_IN", "Rename", "invert_bool", "renamed_field", "renamed_options", "translate", "warn_renamed"]
+__all__ = [
+    "REMOVED_IN", "Rename", "invert_bool", "renamed_field", "renamed_options", "renamed_values", "translate",
+    "translate_values", "warn_renamed",
+]

@@ -254,7 +254,7 @@ def report(
     /,
     *,
     path: "str | Path" = "report.html",
-    inversion_layers: Sequence[int] | None = None,
+    inversion_layers: int | Sequence[int] | None = None,
     gradient_steps: int = REPORT_GRADIENT_STEPS,
     gradient_early_stop: bool = True,
     ablation: Ablation = "zero",
@@ -269,7 +269,8 @@ def report(
         model: a TransformerLens model (TransformerBridge or HookedTransformer).
         prompt: one prompt (a string).
         path: where to write the HTML (plotly.js embedded once, so it opens offline).
-        inversion_layers: blocks whose resid_post is inverted (default: first, middle, last).
+        inversion_layers: blocks whose resid_post is inverted, one index or a list (default:
+            first, middle, last).
         gradient_steps: at most this many steps of the research's gradient-descent inversion.
         gradient_early_stop: stop gradient inversion once the result is closer to the target
             than the shifted input (the research's yardstick); False: run every step.

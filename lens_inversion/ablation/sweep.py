@@ -24,7 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .. import metrics as M
-from ..deprecation import warn_renamed
+from ..deprecation import translate_values, warn_renamed
 from ..errors import LensInversionError, OptionError, PromptError, TargetError
 from ..hooks import ablation_hooks as ah
 from ..hooks.adapter import ModelAdapter, adapter_for
@@ -74,8 +74,8 @@ class SweepPlan:
     features: Tensor  # feature indices ablated at a cell (zero / mean / resample)
     metric: "str | Metric"
     readout: int
-    answer: "str | int | None"
-    foil: "str | int | None"
+    answer: int | None  # token ids (None: the clean run's top two at the readout)
+    foil: int | None
     reference: object
     batch_size: int
     seed: int
@@ -152,6 +152,11 @@ def _columns(adapter, target: Target, positions, ablation: str, widths, n_pos: i
     return "widths", sorted(set(widths)), positions
 
 
+def _token_or_none(adapter: ModelAdapter, token: "str | int | None") -> int | None:
+    """A token option as its id, checked before anything runs (PromptError for a non-token)."""
+    return None if token is None else adapter.token_id(token)
+
+
 def plan_sweep(model, prompt, *, ablation, target, layers, positions=None, widths, metric, readout, answer, foil,
                reference, batch_size, seed, progress) -> SweepPlan:
     """Check every option and resolve the rows, columns and feature slice (nothing runs yet)."""
@@ -171,7 +176,8 @@ def plan_sweep(model, prompt, *, ablation, target, layers, positions=None, width
         adapter=adapter, tokens=batch.tokens, str_tokens=batch.str_tokens[0], ablation=ablation, site=target.site,
         layers=rows, kind=kind, columns=columns, positions=cells,
         features=torch.tensor(features, device=adapter.device), metric=metric,
-        readout=index_positions(readout, n_pos, "readout")[0], answer=answer, foil=foil, reference=reference,
+        readout=index_positions(readout, n_pos, "readout")[0], answer=_token_or_none(adapter, answer),
+        foil=_token_or_none(adapter, foil), reference=reference,
         batch_size=batch_size or max(1, min(MAX_ROWS_PER_FORWARD, ROW_TOKENS_PER_FORWARD // n_pos)),
         seed=seed, progress=progress,
     )
@@ -198,8 +204,8 @@ class _Scorer:
         self.metric, self.tokens, self.readout = plan.metric, plan.tokens, plan.readout
         self.narrow = isinstance(self.metric, str) and self.metric != "cross_entropy"
         top = clean[0, self.readout].topk(2).indices
-        self.answer = top[0].item() if plan.answer is None else plan.adapter.token_id(plan.answer)
-        self.foil = top[1].item() if plan.foil is None else plan.adapter.token_id(plan.foil)
+        self.answer = top[0].item() if plan.answer is None else plan.answer
+        self.foil = top[1].item() if plan.foil is None else plan.foil
         self.clean_logits = clean
         self.clean = float(self(clean if not self.narrow else clean[:, self.readout : self.readout + 1])[0])
 
@@ -379,10 +385,7 @@ def _legacy_target(kwargs: dict) -> tuple[dict, list | None]:
     Returns the new keywords and, for a positions= list, the list itself (a Target's token
     index is one int or slice, so an arbitrary list of positions is passed on as it is).
     """
-    out = dict(kwargs)
-    if out.get("metric") == "loss":
-        out["metric"] = "cross_entropy"
-        warn_renamed("loss", "cross_entropy", what="metric")
+    out = translate_values(kwargs, {"metric": {"loss": "cross_entropy"}})
     given = [name for name in _LEGACY if name in out]
     if not given:
         return out, None
@@ -433,7 +436,7 @@ def ablation_sweep(
     *,
     ablation: AblationName = "zero",
     target: "Target | str | None" = None,
-    layers: Sequence[int] | None = None,
+    layers: int | Sequence[int] | None = None,
     widths: Sequence[int] | None = None,
     metric: "MetricName | Metric" = "kl",
     readout: int = -1,
@@ -458,7 +461,8 @@ def ablation_sweep(
             columns; default every position) and its feature slice (the features ablated
             at each cell). The layer may be left out ("resid_post[:, 1:, :64]"): the rows
             are then `layers`. None: "resid_post", every position and feature.
-        layers: rows of the sweep when the target names no layer (default: every layer).
+        layers: rows of the sweep when the target names no layer: a block index or a list of
+            them (default: every layer).
         widths: kept widths for "truncate" (default: 8 steps up to d_model).
         metric: "kl" (clean ‖ ablated, at `readout`), "prob" / "logit_diff" (of `answer`,
             minus `foil`; default the clean top-1 and top-2 at `readout`), "cross_entropy"

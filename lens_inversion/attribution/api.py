@@ -18,7 +18,7 @@ from ..hooks.targets import Target
 from ..validation import check_bool, check_int, read_prompt, validates_own_arguments
 from .combined import DEFAULT_WEIGHTS, NORMALIZE, check_weights, combine, max_abs, normalise, rank_agreement
 from .grad_x_input import grad_x_input_rows, grad_x_input_scores
-from .objective import OCCLUSION_METRICS, OLD_TARGET, Objective, OcclusionMetric, build_objective, split_old_target, widen
+from .objective import OCCLUSION_METRICS, OLD_TARGET, Objective, OcclusionMetric, build_objective, parses_as_target, split_old_target, widen
 from .occlusion import Baseline, occlusion_values, resolve_baseline, spread_windows, windows_for
 from .result import AttributionResult
 
@@ -207,8 +207,9 @@ def _accepts_old_target(function: Callable) -> Callable:
         ((name, value),) = new.items()
         if kwargs.get(name) is not None:
             raise OptionError(f"attribute() got {name}= and the old target= for the same thing; give only {name}=.")
-        warn_renamed("target", name, note=f"target= is only the activation now; a {'callable' if name == 'objective' else 'token'} "
-                     f"is {name}=")
+        if not parses_as_target(value):  # an activation's short form is refused below, not a renamed token
+            warn_renamed("target", name, note=f"target= is only the activation now; a {'callable' if name == 'objective' else 'token'} "
+                         f"is {name}=")
         kwargs = {**{k: v for k, v in kwargs.items() if k != "target"}, name: value}
         old = OLD_TARGET.set(True)
         try:

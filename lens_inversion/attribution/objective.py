@@ -209,7 +209,7 @@ def _token_target(adapter: ModelAdapter, answer: "int | str") -> int:
         valid = (f"attribute() explains target=None (the predicted next token) or an activation written in full, "
                  f"such as 'blocks.0.hook_resid_post' (or a li.Target); answer= takes a next-token id in "
                  f"[0, {adapter.d_vocab}) or a single-token string, a callable on the logits goes to objective=")
-        if isinstance(answer, str) and _parses_as_target(answer):
+        if isinstance(answer, str) and parses_as_target(answer):
             raise TargetError(
                 f"{name}={answer!r} is neither a next-token id or string nor an activation name attribution reads. "
                 f"{valid}: write {str(Target.parse(answer))!r}. To recover the input behind an activation, "
@@ -218,7 +218,10 @@ def _token_target(adapter: ModelAdapter, answer: "int | str") -> int:
         raise TargetError(f"{name}={answer!r} is not a next-token target: {error} {valid}.") from None
 
 
-def _parses_as_target(text: str) -> bool:
+def parses_as_target(text: object) -> bool:
+    """Whether `text` is a string `Target.parse` reads (short forms such as 'resid_post.1' included)."""
+    if not isinstance(text, str):
+        return False
     try:
         Target.parse(text)
     except TargetError:

@@ -33,7 +33,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..ablation.sweep import METRICS, MetricName, ablation_sweep
-from ..deprecation import Rename, renamed_options, warn_renamed
+from ..deprecation import Rename, renamed_options, renamed_values
 from ..errors import OptionError
 from ..hooks.adapter import adapter_for
 from ..hooks.preserve import preserves_model
@@ -223,10 +223,7 @@ def _statistic(adapter, model, *, specs, sweep_options: dict, reference, include
 
 
 def _check_scalars(metric, include_bos, batch_size, seed) -> MetricName:
-    """Check the plain options; return the metric (metric='loss' is the old spelling of 'cross_entropy')."""
-    if metric == "loss":
-        warn_renamed("loss", "cross_entropy", what="metric")
-        metric = "cross_entropy"
+    """Check the plain options; return the metric."""
     check_choice("metric", metric, METRICS)
     check_bool("include_bos", include_bos)
     check_int("batch_size", batch_size, low=1, allow_none=True)
@@ -240,6 +237,7 @@ def _site_as_target(site) -> Target:
 
 
 @renamed_options(site=Rename("target", _site_as_target, "a Target or its string form, e.g. 'attn_out[:, :, :64]'"))
+@renamed_values(metric={"loss": "cross_entropy"})
 @preserves_model
 def ablation_corpus(model, corpus, /, *, specs: "SpecName | Sequence[SpecName]" = ("zero", "mean"),
                     target: "Target | str | None" = None, layers: Sequence[int] | None = None,

