@@ -31,8 +31,8 @@ report: install
 test: install-dev
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
-# Not yet green (issue 16): every annotation checked at run time (jaxtyping + beartype, see
-# tests/shape_checks.py) and warnings from our own code, old spellings included, as errors.
+# CI lane 1c: every annotation checked at run time (jaxtyping + beartype, see tests/shape_checks.py)
+# and warnings from our own code, old spellings included, as errors.
 test-strict: install-dev
 	LI_STRICT_TESTS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile \
 		--jaxtyping-packages=lens_inversion,shape_checks.checked  # warning filters: tests/conftest.py

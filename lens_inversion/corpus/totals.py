@@ -28,6 +28,7 @@ class Totals:
     """Named running totals; `add` a batch's sums, `all_reduce` them over processes."""
 
     def __init__(self, values: Mapping[str, Tensor] | None = None) -> None:
+        """Start from `values` (name → running total), empty by default."""
         self.values: dict[str, Tensor] = {k: _as_total(k, v) for k, v in (values or {}).items()}
 
     def add(self, batch: Mapping[str, object]) -> None:

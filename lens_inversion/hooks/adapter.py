@@ -103,6 +103,7 @@ class ModelAdapter:
     """Backend-independent access to sizes, weights, tokenization and hooked runs."""
 
     def __init__(self, model) -> None:
+        """Wrap a TransformerBridge or HookedTransformer (or the model behind another adapter)."""
         model = unwrap_model(model)
         self.backend = _backend(model)
         self.model = model

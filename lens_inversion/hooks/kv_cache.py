@@ -42,7 +42,8 @@ class Recompute:
     can_layer = False
 
     def __init__(self, reason: str = "") -> None:
-        self.reason = reason  # why this model has no cache backend ("" when recompute was asked for)
+        """A backend that never reuses a cache; `reason` says why (empty when recompute was asked for)."""
+        self.reason = reason
 
 
 class CachedBackend(abc.ABC):
@@ -82,6 +83,7 @@ class HFCache(CachedBackend):
     name = "hf"
 
     def __init__(self, model: nn.Module) -> None:
+        """Reuse key/value caches through Hugging Face's own cache class for `model`."""
         from transformers import DynamicCache
 
         self._cache_class = DynamicCache

@@ -30,6 +30,7 @@ class MethodDefault:
     """
 
     def __init__(self, value: object) -> None:
+        """Stand in for the method's own default `value` in the shared signature."""
         self.value = value
 
     def __repr__(self) -> str:

@@ -91,6 +91,7 @@ class TunedLens(nn.Module):
 
     def __init__(self, *, d_model: int, n_layers: int, sublayers: bool = False, bias: bool = True,
                  metadata: dict | None = None) -> None:
+        """Zero translators (the lens starts as the logit lens) for `n_layers` rows; `sublayers`: resid_mid too."""
         super().__init__()
         self.d_model, self.n_layers = int(d_model), int(n_layers)
         self.layer_translators = _translators(self.d_model, self.n_layers, bias=bias)

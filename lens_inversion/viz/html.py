@@ -52,6 +52,7 @@ class Figures:
     """Turns the figures of one page into HTML, embedding plotly.js with the first one only."""
 
     def __init__(self) -> None:
+        """A page that has not embedded plotly.js yet."""
         self.plotly_included = False
 
     def html(self, figure: go.Figure) -> str:
