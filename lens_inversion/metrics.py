@@ -7,7 +7,7 @@ in nats, reference first. Two layers:
 - plain functions of logits (`log_probs`, `kl_divergence`, `entropy`, `cross_entropy`,
   `probability`, `token_log_prob`, `rank`, `top1_agreement`): float32 or wider, one
   log-softmax per call, for the small batches of attribution, ablation and evaluation;
-- fused cell metrics for the lens read-out (`normalize`, `kl_from_centred`, `cell_rank`,
+- fused cell metrics for the lens read-out (`normalize`, `expectation`, `kl_from_centred`, `cell_rank`,
   `top_k`), which never form a log-softmax array and reuse scratch buffers.
 
 A cell is one vocabulary-sized logit vector `z` (`[..., d_vocab]`). Everything works from
@@ -59,9 +59,20 @@ def normalize(z: Cells, work: tuple[Tensor, Tensor] | None = None) -> tuple[Norm
     e = torch.exp(centred, out=_scratch(z, None if work is None else work[1]))
     s = e.sum(-1)
     log_s = s.log()
-    # H = −Σ q log q with log q = (z − m) − log s.
-    entropy = log_s - torch.einsum("...v,...v->...", e, centred) / s
+    # H = −Σ q log q with log q = (z − m) − log s; e is scratch, so Σ e (z − m) is formed in place.
+    entropy = log_s - e.mul_(centred).sum(-1) / s
     return Normalizer(m.squeeze(-1), log_s), entropy, centred
+
+
+def expectation(weights: Cells, values: Cells) -> PerCell:
+    """Σ weights · values over the vocabulary, per cell (e.g. E_p[z − m] with weights p).
+
+    A product then torch's pairwise sum, not einsum: einsum's "cv,cv->c" runs as a batched
+    matrix product that sums each cell's terms in one float32 run, and on the embedded
+    model's 4,096-token vocabulary that drifted by 2e-4 nats on a 23-nat KL (~100× the
+    pairwise sum's error, measured against float64), and was slower too.
+    """
+    return torch.linalg.vecdot(weights, values)
 
 
 def softmax(z: Cells, norm: Normalizer) -> Cells:
@@ -159,6 +170,6 @@ def top1_agreement(logits: Broadcastable, reference_logits: Broadcastable) -> Fl
 
 
 __all__ = [
-    "Normalizer", "cell_rank", "cross_entropy", "entropy", "kl_divergence", "kl_from_centred", "log_probs",
+    "Normalizer", "cell_rank", "cross_entropy", "entropy", "expectation", "kl_divergence", "kl_from_centred", "log_probs",
     "normalize", "probability", "rank", "softmax", "token_log_prob", "token_logit", "top1_agreement", "top_k",
 ]

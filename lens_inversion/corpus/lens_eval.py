@@ -106,7 +106,7 @@ class _Scorer:
         """
         ref = _Decoded(final.float())
         p = metrics.softmax(ref.z, ref.norm)
-        ref_cross = torch.einsum("cv,cv->c", p, ref.centred)  # Σ p (z_ref − m_ref), per cell
+        ref_cross = metrics.expectation(p, ref.centred)  # Σ p (z_ref − m_ref), per cell
         done: dict[tuple, tuple[float, float, float, int]] = {}
         for i, readout in enumerate(self.readouts):
             for j, row in enumerate(self.rows):
@@ -150,7 +150,7 @@ class _Decoded:
         if self is ref:
             kl = 0.0
         else:
-            cross = torch.einsum("cv,cv->c", p, self.centred)
+            cross = metrics.expectation(p, self.centred)
             kl = float((ref_cross - cross + (self.norm.log_s - ref.norm.log_s)).double().sum())
         log_q = self.norm.log_prob(metrics.token_logit(self.z, nxt))
         top1 = int((self.top.indices == ref.top.indices).sum())
