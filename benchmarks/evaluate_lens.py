@@ -8,7 +8,7 @@ entropy, top-1 agreement and next-token cross-entropy, summed over the corpus:
   - stacked: per batch, every row's logits stacked into [rows, tokens, vocab], one
              log_softmax, then the four statistics vectorised (the straightforward way).
 
-Models: the embedded `tiny` (4 layers, vocabulary 1,739) and a random GPT-2-small-shaped
+Models: the embedded `tiny` (4 layers, vocabulary 4,096) and a random GPT-2-small-shaped
 bridge (12 layers, d_model 768, vocabulary 50,257; `benchmarks.logit_lens._native`) given
 tiny's tokenizer (its ids are a subset of the vocabulary), on `--gpt2-tokens` tokens.
 Each run is its own subprocess, so that its peak memory is the growth of the resident set

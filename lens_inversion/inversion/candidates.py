@@ -4,9 +4,10 @@ The exact search is correct whatever the order (it falls back to the whole vocab
 a good order only makes it fast. `"gradient"` linearises the target distance around the
 mean embedding: one forward and backward pass per position gives, for every token v,
 the first-order estimate d(e₀) + ∇d · (W_E[v] − e₀), and tokens are verified in that
-order. On the embedded model this puts the true token at mean rank 4 (resid_post of
-block 0) to 33 (last block) out of 1,739, where a few Adam steps on a continuous
-embedding followed by nearest-row decoding rank it at 70 to 230.
+order. On the embedded model (4,096 tokens; 10 held-out prompts of 20 tokens) this puts
+the true token at mean rank 2.2 (resid_post of block 0) to 55 (last block; median 1 to 19).
+On the round-1 grammar-only model, a few Adam steps on a continuous embedding followed by
+nearest-row decoding ranked it at 70 to 230.
 """
 
 import operator
