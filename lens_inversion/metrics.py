@@ -133,9 +133,12 @@ Broadcastable = Float[Tensor, "*#cell d_vocab"]  # logits whose cell dimensions 
 
 
 def kl_divergence(reference_logits: Broadcastable, logits: Broadcastable) -> Float[Tensor, "*#cell"]:
-    """KL(softmax(reference) ‖ softmax(logits)) in nats per cell; shapes broadcast."""
+    """KL(softmax(reference) ‖ softmax(logits)) in nats per cell; shapes broadcast.
+
+    Clamped at 0: for equal distributions float rounding can leave a hair below it.
+    """
     log_p, log_q = log_probs(reference_logits), log_probs(logits)
-    return (log_p.exp() * (log_p - log_q)).sum(-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1).clamp_min(0.0)
 
 
 def entropy(logits: Cells) -> PerCell:
