@@ -13,9 +13,11 @@ Per model, one prompt, target `blocks.{last}.hook_resid_post`:
 
 Run: python -m benchmarks.exact_inversion [--models tiny,tiny-untrained,gpt2-small] [--threads 1]
      python -m benchmarks.exact_inversion --bandwidth   (features of resid_post needed, for the docs)
+     python -m benchmarks.exact_inversion --ranks       (the true token's rank in the gradient order)
 """
 
 import argparse
+import statistics
 import tempfile
 import time
 
@@ -118,6 +120,44 @@ def bandwidth(widths=(128, 64, 32, 16, 8, 4, 2, 1), layers=(0, 3)) -> None:
                   f"{margins[len(margins) // 2]:.3g} | {time.perf_counter() - start:.1f} |")
 
 
+def candidate_ranks(layers=(0, 1, 2, 3), n_prompts=10, n_tokens=20) -> None:
+    """Where the gradient order puts the true token, per block, on held-out prompts (embedded model).
+
+    A probe around the search's private ranking step records each position's order; the
+    true token's place in it is the number of verifications a one-at-a-time search would need.
+    """
+    from lens_inversion.inversion import exact
+    from lens_inversion.models.evaluate import heldout_texts
+
+    model = li.load_model("tiny")
+    adapter = adapter_for(model)
+    windows = [adapter.tokenizer.encode(t, add_special_tokens=False)[:n_tokens] for t in heldout_texts(200)]
+    prompts = [adapter.tokenizer.decode(w) for w in windows if len(w) == n_tokens][:n_prompts]
+    orders: list[tuple[int, list[int]]] = []
+    rank_step = exact._rank
+
+    def probe(frame):
+        ranked = rank_step(frame)
+        orders.append((frame.t, ranked[0, -1].tolist()))
+        return ranked
+
+    print(f"\n## candidate ranks: tiny, {len(prompts)} held-out prompts of {n_tokens} tokens, vocabulary {adapter.d_vocab}")
+    print("| block | mean rank | median rank | positions |")
+    print("| --- | --- | --- | --- |")
+    exact._rank = probe
+    try:
+        for layer in layers:
+            ranks = []
+            for prompt in prompts:
+                orders.clear()
+                tokens = adapter.prompt(prompt).tokens[0].tolist()
+                invert_exact(model, prompt, target=f"blocks.{layer}.hook_resid_post", progress=False, seed=0)
+                ranks += [order.index(tokens[t]) + 1 for t, order in orders if t < len(tokens)]
+            print(f"| {layer} | {statistics.mean(ranks):.1f} | {statistics.median(ranks):g} | {len(ranks)} |")
+    finally:
+        exact._rank = rank_step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default="tiny,tiny-untrained,gpt2-small")
@@ -128,10 +168,14 @@ def main() -> None:
     parser.add_argument("--naive-cap", type=int, default=200)
     parser.add_argument("--gpt2-tokens", type=int, default=12)
     parser.add_argument("--bandwidth", action="store_true", help="run only the bandwidth experiment")
+    parser.add_argument("--ranks", action="store_true", help="run only the candidate-rank measurement")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.bandwidth:
         bandwidth()
+        return
+    if args.ranks:
+        candidate_ranks()
         return
     for name in args.models.split(","):
         if name == "gpt2-small":

@@ -2,7 +2,8 @@
 
 Every family (lens, attribution, ablation, corpus, model evaluation) computes its
 distribution metrics here, so "kl" means the same number everywhere: KL(reference ‖ other)
-in nats, reference first. Two layers:
+in nats, reference first, clamped at 0 (rounding can leave equal distributions a hair
+below it). Two layers:
 
 - plain functions of logits (`log_probs`, `kl_divergence`, `entropy`, `cross_entropy`,
   `probability`, `token_log_prob`, `rank`, `top1_agreement`): float32 or wider, one
@@ -96,7 +97,7 @@ def kl_from_centred(
     zero-probability tokens contribute 0.
     """
     diff = torch.sub(ref_centred, centred, out=_scratch(centred, work))
-    return torch.einsum("cv,rcv->rc", ref_probs, diff) + (norm.log_s - ref_norm.log_s)
+    return (torch.einsum("cv,rcv->rc", ref_probs, diff) + (norm.log_s - ref_norm.log_s)).clamp_min_(0.0)
 
 
 def token_logit(z: Cells, token: Int[Tensor, "*cell"]) -> PerCell:
@@ -133,10 +134,7 @@ Broadcastable = Float[Tensor, "*#cell d_vocab"]  # logits whose cell dimensions 
 
 
 def kl_divergence(reference_logits: Broadcastable, logits: Broadcastable) -> Float[Tensor, "*#cell"]:
-    """KL(softmax(reference) ‖ softmax(logits)) in nats per cell; shapes broadcast.
-
-    Clamped at 0: for equal distributions float rounding can leave a hair below it.
-    """
+    """KL(softmax(reference) ‖ softmax(logits)) in nats per cell, clamped at 0; shapes broadcast."""
     log_p, log_q = log_probs(reference_logits), log_probs(logits)
     return (log_p.exp() * (log_p - log_q)).sum(-1).clamp_min(0.0)
 

@@ -151,7 +151,7 @@ class _Decoded:
             kl = 0.0
         else:
             cross = metrics.expectation(p, self.centred)
-            kl = float((ref_cross - cross + (self.norm.log_s - ref.norm.log_s)).double().sum())
+            kl = float((ref_cross - cross + (self.norm.log_s - ref.norm.log_s)).clamp_min(0.0).double().sum())
         log_q = self.norm.log_prob(metrics.token_logit(self.z, nxt))
         top1 = int((self.top.indices == ref.top.indices).sum())
         return kl, float(self.entropy.double().sum()), -float(log_q[scored].double().sum()), top1
