@@ -148,7 +148,7 @@ write({{"sums": got.sum_by_distance.tolist(), "counts": got.count_by_distance.to
 
 def test_two_gloo_processes_give_the_one_process_totals(tiny, tmp_path):
     two = run_torchrun(SCRIPT, tmp_path, nproc=2)
-    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.returncode == 0, two.why()
     alone = ablation_corpus(tiny, TEXTS, specs="zero", layers=[2], n_prompts=4, max_tokens_per_prompt=MAX,
                             progress=False)
     assert set(two.outputs) == {0, 1}

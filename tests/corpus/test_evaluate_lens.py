@@ -167,7 +167,7 @@ write({"kl": got.kl.tolist(), "bpb": got.bits_per_byte.tolist(), "tokens": got.t
 
 def test_two_gloo_processes_equal_one(tiny, tuned, tmp_path):
     launch = run_torchrun(SCRIPT, tmp_path, nproc=2)
-    assert launch.returncode == 0, launch.stderr[-3000:]
+    assert launch.returncode == 0, launch.why()
     one = li.evaluate_lens(tiny, TEXTS, lenses=["logit", tuned], seq_len=8, batch_size=1, progress=False)
     for out in launch.outputs.values():
         assert out["world"] == 2 and (out["tokens"], out["bytes"]) == (one.tokens, one.bytes)

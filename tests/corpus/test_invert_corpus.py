@@ -215,7 +215,7 @@ write(res.to_dict())
 def test_two_gloo_processes_give_the_one_process_counts(allowed, whole, tmp_path):
     script = PRELUDE + SCRIPT.format(texts=TEXTS, n_prompts=N_PROMPTS, n_tokens=N_TOKENS, allowed=allowed)
     two = run_torchrun(script, tmp_path, nproc=2)
-    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.returncode == 0, two.why()
     assert set(two.outputs) == {0, 1}
     for out in two.outputs.values():
         assert out["run"]["world_size"] == 2 and out["run"]["backend"] == "gloo"

@@ -24,7 +24,7 @@ def test_two_gloo_processes_give_the_one_process_totals(tmp_path):
     import lens_inversion as li
 
     two = run_torchrun(SCRIPT, _dir(tmp_path, "two"), nproc=2)
-    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.returncode == 0, two.why()
     model = li.load_model("tiny")
     texts = [f"The sky is blue number {i}. " * (1 + i % 5) for i in range(23)]
 
@@ -74,3 +74,41 @@ def test_a_killed_worker_fails_the_job_and_no_rank_returns_a_total(tmp_path):
     assert all("result" not in out for out in launch.outputs.values()), launch.outputs
     if 0 in launch.outputs:  # rank 0 saw its peer go before torchrun stopped it
         assert "peer process died" in launch.outputs[0]["error"]
+
+
+
+# Each rank counts its attempts in a folder outside the launch's own (which a retry cleans);
+# rank 1 fails at first with `FIRST_FAILURE`, then succeeds.
+FLAKY = PRELUDE + """
+from pathlib import Path
+tally = Path(os.environ["TALLY"]) / f"rank{RANK}"
+tally.write_text(str(attempt := int(tally.read_text()) + 1 if tally.exists() else 1))
+stale = Path(f"left_by_rank{RANK}").exists()  # only if the failed launch's files were kept
+Path(f"left_by_rank{RANK}").write_text("")
+if RANK == 1 and attempt == 1:
+    raise RuntimeError(os.environ["FIRST_FAILURE"])
+write({"attempt": attempt, "stale": stale})
+"""
+
+
+def _flaky(tmp_path, first_failure):
+    tally, work = _dir(tmp_path, "tally"), _dir(tmp_path, "work")
+    launch = run_torchrun(FLAKY, work, nproc=2, env={"TALLY": str(tally), "FIRST_FAILURE": first_failure})
+    return launch, {p.name: int(p.read_text()) for p in tally.iterdir()}
+
+
+def test_a_broken_link_is_launched_again_from_a_clean_folder(tmp_path):
+    with pytest.warns(UserWarning, match="link failed, so the launch runs again"):
+        launch, tally = _flaky(tmp_path, "[gloo/transport/tcp/pair.cc:553] Connection closed by peer")
+    assert launch.returncode == 0 and tally == {"rank0": 2, "rank1": 2}
+    assert launch.errors == {} and launch.outputs == {0: {"attempt": 2, "stale": False}, 1: {"attempt": 2, "stale": False}}
+
+
+def test_a_failed_launch_names_each_rank_s_own_traceback(tmp_path):
+    """The harness keeps the exception that ended a rank, so a CI failure shows its root cause; a
+    failure of the job itself (not of the link) is not launched again."""
+    launch, tally = _flaky(tmp_path, "rank one could not start")
+    assert launch.returncode != 0 and tally == {"rank0": 1, "rank1": 1}
+    assert set(launch.errors) == {1} and launch.outputs == {0: {"attempt": 1, "stale": False}}
+    assert launch.errors[1].rstrip().endswith("RuntimeError: rank one could not start")
+    assert launch.why().startswith("--- rank 1 ---\nTraceback")

@@ -73,7 +73,7 @@ def two(tmp_path_factory):
     """The 2-process run: (each rank's JSON, a loader of each rank's saved lens state)."""
     tmp = tmp_path_factory.mktemp("train2")
     launch = run_torchrun(SCRIPT, tmp, nproc=2)
-    assert launch.returncode == 0, launch.stderr[-4000:]
+    assert launch.returncode == 0, launch.why()
     assert set(launch.outputs) == {0, 1}
     return launch.outputs, lambda name, rank: torch.load(tmp / "out" / f"{name}.rank{rank}.pt", weights_only=True)
 

@@ -6,12 +6,16 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 TIMEOUT_S = 600
 # What a launch prints when its processes could not connect at all (not a failure of the job under test).
 RENDEZVOUS_FAILURES = ("connectFullMesh failed", "Could not join the gloo process group", "EADDRINUSE")
+# What a rank's traceback says when gloo's TCP link itself broke: the rank failed for its peer's
+# connection, not for anything the job computed.
+TRANSPORT_FAILURES = ("gloo/transport/tcp", "Connection closed by peer", "Connection reset by peer")
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,13 @@ class Launch:
     stdout: str
     stderr: str
     outputs: dict[int, dict]  # rank -> the JSON it wrote to $OUT_DIR/rank{R}.json
+    errors: dict[int, str]  # rank -> the traceback that ended it ($OUT_DIR/rank{R}.error)
+
+    def why(self, tail: int = 3000) -> str:
+        """Each failed rank's own traceback, then the end of stderr: torchrun's summary names the first
+        rank to fail but keeps its traceback only in the interleaved stream, which a tail can cut off."""
+        own = "".join(f"--- rank {rank} ---\n{text}\n" for rank, text in sorted(self.errors.items()))
+        return own + "--- stderr (end) ---\n" + self.stderr[-tail:]
 
 
 def run_torchrun(script: str, tmp_path: Path, *, nproc: int = 2, env: dict | None = None) -> Launch:
@@ -32,20 +43,46 @@ def run_torchrun(script: str, tmp_path: Path, *, nproc: int = 2, env: dict | Non
                 "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")]),
                 **(env or {})}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", str(path)]
-    for _ in range(2):  # one retry, only when the processes never met (a rendezvous race on a loaded machine)
+    before = set(tmp_path.rglob("*"))
+    for attempt in range(2):  # one retry, only when the link failed, not the job (see `_link_failed`)
+        _remove_new(tmp_path, before)  # a retry starts clean: no checkpoint or output of the failed launch
         done = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=TIMEOUT_S, cwd=tmp_path)
-        if done.returncode == 0 or not any(m in done.stderr for m in RENDEZVOUS_FAILURES):
-            break
-    outputs = {int(p.stem.removeprefix("rank")): json.loads(p.read_text()) for p in out.glob("rank*.json")}
-    return Launch(done.returncode, done.stdout, done.stderr, outputs)
+        launch = Launch(done.returncode, done.stdout, done.stderr, _read(out, "json", json.loads), _read(out, "error", str))
+        if done.returncode == 0 or not _link_failed(launch):
+            return launch
+        if attempt == 0:
+            warnings.warn(f"torchrun: the processes' link failed, so the launch runs again:\n{launch.why()}", stacklevel=2)
+    return launch
 
 
-# The lines a script starts with: the rank and a writer for its JSON.
+def _remove_new(folder: Path, before: set[Path]) -> None:
+    for path in sorted(set(folder.rglob("*")) - before, reverse=True):  # a folder's files before the folder
+        path.rmdir() if path.is_dir() else path.unlink()
+
+
+def _read(out: Path, suffix: str, parse) -> dict:
+    return {int(p.stem.removeprefix("rank")): parse(p.read_text()) for p in out.glob(f"rank*.{suffix}")}
+
+
+def _link_failed(launch: Launch) -> bool:
+    """The processes never met, or every traceback a rank left is a broken gloo connection."""
+    if any(m in launch.stderr for m in RENDEZVOUS_FAILURES):
+        return True
+    return bool(launch.errors) and all(any(m in text for m in TRANSPORT_FAILURES) for text in launch.errors.values())
+
+
+# The lines a script starts with: the rank, a writer for its JSON, and a hook that keeps the
+# traceback of an exception that ends the rank in rank{R}.error.
 PRELUDE = """
-import json, os
+import json, os, sys, traceback
 import torch
 torch.set_num_threads(1)
 RANK = int(os.environ.get("RANK", "0"))
+def _keep_traceback(kind, value, tb):
+    with open(os.path.join(os.environ["OUT_DIR"], f"rank{RANK}.error"), "w") as f:
+        f.write("".join(traceback.format_exception(kind, value, tb)))
+    sys.__excepthook__(kind, value, tb)
+sys.excepthook = _keep_traceback
 def write(obj):
     path = os.path.join(os.environ["OUT_DIR"], f"rank{RANK}.json")
     with open(path + ".tmp", "w") as f:
