@@ -8,6 +8,7 @@ bool or a float), a number option takes a finite real number (not a bool, NaN or
 
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import TypeGuard, TypeVar
 
@@ -176,7 +177,8 @@ def check_destination(path: object, *, name: str = "path", example: str = "out.h
     """Check that `path` names a file we can write, before anything is computed; return it as a Path.
 
     It must be a str or os.PathLike, not a directory, in an existing folder, and writable: we
-    open it for appending (or create it and remove it again), so nothing existing is changed.
+    open it for appending (or create it and remove it again), so nothing existing is changed,
+    and every rank of a distributed job may check the same path at the same time.
     """
     if not isinstance(path, (str, os.PathLike)) or not str(os.fspath(path)).strip():
         raise OptionError(f"{name} must be a file path (a non-empty str or pathlib.Path) such as "
@@ -197,14 +199,38 @@ def check_destination(path: object, *, name: str = "path", example: str = "out.h
 
 
 def _cannot_write(path: Path) -> str | None:
-    """Why `path` cannot be written (a real attempt: append to it, or create and remove it), or None."""
-    existed = path.exists()
+    """Why `path` cannot be written, or None: a real attempt that changes nothing.
+
+    It is safe when several processes (the ranks of one torchrun job) check the same path at
+    once. An existing file is opened for appending, never created; a missing one is created exclusively
+    and removed, so a process removes only the probe it made. If a peer's probe appears or goes
+    between the two steps, the folder is tested with a probe of this process's own instead.
+    """
     try:
-        open(path, "a" if existed else "x", encoding="utf-8").close()  # opening is the test; nothing is written
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+        return None
+    except FileNotFoundError:
+        pass
     except OSError as error:
         return error.strerror or type(error).__name__
-    if not existed:
-        path.unlink(missing_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+    except FileExistsError:  # a peer created it (its own probe, or its output) since the first step
+        return _cannot_write_in(path.parent)
+    except OSError as error:
+        return error.strerror or type(error).__name__
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _cannot_write_in(folder: Path) -> str | None:
+    """Why no new file can be written in `folder`, or None (a uniquely named probe, then removed)."""
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+    except OSError as error:
+        return error.strerror or type(error).__name__
+    os.close(handle)
+    os.unlink(probe)
     return None
 
 
