@@ -202,23 +202,26 @@ def _cannot_write(path: Path) -> str | None:
     """Why `path` cannot be written, or None: a real attempt that changes nothing.
 
     It is safe when several processes (the ranks of one torchrun job) check the same path at
-    once. An existing file is opened for appending, never created; a missing one is created exclusively
-    and removed, so a process removes only the probe it made. If a peer's probe appears or goes
-    between the two steps, the folder is tested with a probe of this process's own instead.
+    once: an existing file is opened for appending, never created; a missing one is created
+    exclusively and removed, so a process removes only the probe it made.
     """
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
-        return None
     except FileNotFoundError:
-        pass
+        return _cannot_create(path)
     except OSError as error:
-        return error.strerror or type(error).__name__
+        return _reason(error)
+    return None
+
+
+def _cannot_create(path: Path) -> str | None:
+    """Why a missing `path` cannot be created, or None (if a peer's probe appears first: the folder's)."""
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
-    except FileExistsError:  # a peer created it (its own probe, or its output) since the first step
+    except FileExistsError:
         return _cannot_write_in(path.parent)
     except OSError as error:
-        return error.strerror or type(error).__name__
+        return _reason(error)
     path.unlink(missing_ok=True)
     return None
 
@@ -228,10 +231,14 @@ def _cannot_write_in(folder: Path) -> str | None:
     try:
         handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
     except OSError as error:
-        return error.strerror or type(error).__name__
+        return _reason(error)
     os.close(handle)
     os.unlink(probe)
     return None
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or type(error).__name__
 
 
 def _lone_surrogate(text: str) -> str | None:
